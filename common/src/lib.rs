@@ -1,0 +1,22 @@
+//! The shared library behind every ckpt tool: the stream format, safe extraction, and the LXC and
+//! CRIU wrappers. The binaries in `tools/` only parse arguments and call one function here.
+
+pub mod bundle;
+pub mod error;
+pub mod extract;
+pub mod format;
+pub mod fsmeta;
+pub mod fixtty;
+pub mod io;
+pub mod lxc;
+pub mod pack;
+pub mod progress;
+pub mod staging;
+pub mod tool;
+pub mod unpack;
+pub mod wire;
+
+pub use error::{Error, Result};
+
+/// The version of ckpt itself, recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,382 @@
+//! Reads a stream's tar entries as hostile input: every header checksummed, only known entry types
+//! and pax keys, zero padding, sizes that agree, and the trailer's count and digest checked at the end.
+
+use std::io::{self, Read};
+
+use tar::{EntryType, Header};
+
+use super::{padded, pax, sparse, Entry, Kind, Mtime, BLOCK};
+use crate::error::bad_stream;
+use crate::format::{Trailer, MAX_JSON_SIZE, TRAILER_PATH};
+
+/// Largest pax extended header accepted (paths, links and every xattr of one entry).
+const MAX_PAX: u64 = 1 << 20;
+
+/// What [`TarReader::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// An entry; read its data with [`TarReader::data`] before the next call (or let it be skipped).
+    Entry(Entry),
+    /// The verified trailer: every byte before it is proven complete and unaltered, and the input
+    /// was read to its end.
+    End(Trailer),
+}
+
+pub struct TarReader<R: Read> {
+    inner: R,
+    chain: blake3::Hasher,
+    entries: u64,
+    bytes: u64,
+    /// The entry whose data is being read, if any.
+    current: Option<Open>,
+    ended: bool,
+}
+
+/// Progress through the data area of the current entry.
+struct Open {
+    path: Vec<u8>,
+    left: u64,
+    area: u64,
+    content: blake3::Hasher,
+}
+
+impl<R: Read> TarReader<R> {
+    pub fn new(inner: R) -> Self {
+        TarReader { inner, chain: blake3::Hasher::new(), entries: 0, bytes: 0, current: None, ended: false }
+    }
+
+    /// Reads the next entry header, skipping (but still hashing) any unread data of the previous one.
+    pub fn next(&mut self) -> anyhow::Result<Next> {
+        if self.ended {
+            anyhow::bail!("read past the end of the stream");
+        }
+        self.finish_entry()?;
+        let (raw, entry, pax_sparse) = self.read_header()?;
+        if entry.path == TRAILER_PATH.as_bytes() {
+            if raw.len() != BLOCK as usize || !matches!(entry.kind, Kind::File { sparse: None, .. }) {
+                return Err(bad_stream("trailer.json entry is malformed"));
+            }
+            let trailer = self.read_trailer(entry.data_size())?;
+            self.ended = true;
+            return Ok(Next::End(trailer));
+        }
+        self.chain.update(&raw);
+        let area = entry.data_size();
+        self.current =
+            Some(Open { path: entry.path.clone(), left: area, area, content: blake3::Hasher::new() });
+        match pax_sparse {
+            Some(real_size) => self.read_sparse_map(entry, real_size).map(Next::Entry),
+            None => Ok(Next::Entry(entry)),
+        }
+    }
+
+    /// A reader for the current entry's data (for a sparse file: its data segments, in order).
+    pub fn data(&mut self) -> Data<'_, R> {
+        Data { reader: self }
+    }
+
+    /// Ends the current entry: drains unread data, checks the padding, and returns the hash of the
+    /// entry's data area (None when no entry was open).
+    pub fn finish_entry(&mut self) -> anyhow::Result<Option<blake3::Hash>> {
+        if self.current.is_none() {
+            return Ok(None);
+        }
+        io::copy(&mut self.data(), &mut io::sink())?;
+        let Some(open) = self.current.take() else { return Ok(None) };
+        let pad = padded(open.area) - open.area;
+        self.read_zeros(pad as usize, "entry padding")?;
+        let hash = open.content.finalize();
+        self.chain.update(hash.as_bytes());
+        self.entries += 1;
+        self.bytes += open.area;
+        Ok(Some(hash))
+    }
+
+    fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(open) = self.current.as_mut() else { return Ok(0) };
+        if open.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = open.left.min(buf.len() as u64) as usize;
+        let got = self.inner.read(&mut buf[..want])?;
+        if got == 0 {
+            let path = String::from_utf8_lossy(&open.path);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("bad stream: truncated inside entry {path:?} ({} bytes missing)", open.left),
+            ));
+        }
+        open.content.update(&buf[..got]);
+        open.left -= got as u64;
+        Ok(got)
+    }
+
+    /// Reads header blocks up to and including the entry's own header. Returns the raw bytes (for
+    /// the chain), the entry, and the real size when the entry is a GNU 1.0 sparse file.
+    fn read_header(&mut self) -> anyhow::Result<(Vec<u8>, Entry, Option<u64>)> {
+        let mut raw = Vec::with_capacity(BLOCK as usize);
+        let mut pax_data: Option<Vec<u8>> = None;
+        loop {
+            let mut block = [0u8; BLOCK as usize];
+            self.read_exact_or(&mut block, "stream truncated: it ends before its trailer")?;
+            if block.iter().all(|&b| b == 0) {
+                return Err(bad_stream("stream ends without a trailer (truncated or not a ckpt stream)"));
+            }
+            let header = checked_header(&block)?;
+            raw.extend_from_slice(&block);
+            if header.entry_type() != EntryType::XHeader {
+                let entry = build_entry(header, pax_data.as_deref())?;
+                return Ok((raw, entry.0, entry.1));
+            }
+            if pax_data.is_some() {
+                return Err(bad_stream("two pax headers in a row"));
+            }
+            let size = header.size()?;
+            if size > MAX_PAX {
+                return Err(bad_stream(format!("pax header of {size} bytes is too large (limit {MAX_PAX})")));
+            }
+            let mut data = vec![0; padded(size) as usize];
+            self.read_exact_or(&mut data, "stream truncated inside a pax header")?;
+            raw.extend_from_slice(&data);
+            if data[size as usize..].iter().any(|&b| b != 0) {
+                return Err(bad_stream("pax header padding is not zero"));
+            }
+            data.truncate(size as usize);
+            pax_data = Some(data);
+        }
+    }
+
+    fn read_sparse_map(&mut self, mut entry: Entry, real_size: u64) -> anyhow::Result<Entry> {
+        let mut map = Vec::new();
+        let (sparse, used) = loop {
+            let mut block = [0u8; BLOCK as usize];
+            let mut filled = 0;
+            while filled < block.len() {
+                let got = self.read_data(&mut block[filled..])?;
+                if got == 0 {
+                    return Err(bad_stream("sparse map is larger than its entry"));
+                }
+                filled += got;
+            }
+            map.extend_from_slice(&block);
+            if let Some(found) = sparse::decode_map(&map, real_size)? {
+                break found;
+            }
+        };
+        let data = entry.data_size() - used as u64;
+        if sparse::data_len(&sparse) != data {
+            return Err(bad_stream("sparse map does not match the entry's data size"));
+        }
+        entry.kind = Kind::File { size: data, sparse: Some(sparse) };
+        Ok(entry)
+    }
+
+    fn read_trailer(&mut self, size: u64) -> anyhow::Result<Trailer> {
+        if size > MAX_JSON_SIZE {
+            return Err(bad_stream("trailer.json is too large"));
+        }
+        let mut json = vec![0; size as usize];
+        self.read_exact_or(&mut json, "stream truncated inside its trailer")?;
+        self.read_zeros((padded(size) - size) as usize, "trailer padding")?;
+        let trailer: Trailer = serde_json::from_slice(&json)
+            .map_err(|e| bad_stream(format!("trailer.json is not valid: {e}")))?;
+        if trailer.entries != self.entries {
+            return Err(bad_stream(format!(
+                "trailer counts {} entries but the stream holds {}: entries were added or removed",
+                trailer.entries, self.entries
+            )));
+        }
+        let digest = format!("blake3:{}", self.chain.finalize().to_hex());
+        if trailer.digest != digest || trailer.bytes != self.bytes {
+            return Err(bad_stream("digest mismatch: the stream was altered or corrupted in transit"));
+        }
+        self.read_end()?;
+        Ok(trailer)
+    }
+
+    /// After the trailer: at least two zero blocks, then only zeros up to the true end of input.
+    fn read_end(&mut self) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let got = match self.inner.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow::Error::new(e).context("reading the end of the stream")),
+            };
+            if buf[..got].iter().any(|&b| b != 0) {
+                return Err(bad_stream("data after the trailer: the stream was altered"));
+            }
+            total += got as u64;
+        }
+        if total < 2 * BLOCK {
+            return Err(bad_stream("stream truncated after its trailer (end-of-archive blocks missing)"));
+        }
+        Ok(())
+    }
+
+    fn read_zeros(&mut self, n: usize, what: &str) -> anyhow::Result<()> {
+        let mut pad = [0u8; BLOCK as usize];
+        self.read_exact_or(&mut pad[..n], &format!("stream truncated in {what}"))?;
+        if pad[..n].iter().any(|&b| b != 0) {
+            return Err(bad_stream(format!("{what} is not zero: the stream was altered")));
+        }
+        Ok(())
+    }
+
+    fn read_exact_or(&mut self, buf: &mut [u8], truncated: &str) -> anyhow::Result<()> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(bad_stream(truncated)),
+            Err(e) => Err(anyhow::Error::new(e).context("reading the stream")),
+        }
+    }
+}
+
+/// The data of the current entry.
+pub struct Data<'a, R: Read> {
+    reader: &'a mut TarReader<R>,
+}
+
+impl<R: Read> Read for Data<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read_data(buf)
+    }
+}
+
+/// Checks a header block's checksum and ustar magic.
+fn checked_header(block: &[u8; BLOCK as usize]) -> anyhow::Result<&Header> {
+    let header = Header::from_byte_slice(block);
+    let mut expect = header.clone();
+    expect.set_cksum();
+    if header.as_old().cksum != expect.as_old().cksum {
+        return Err(bad_stream("tar header checksum mismatch: the stream is corrupted"));
+    }
+    if header.as_ustar().is_none() {
+        return Err(bad_stream("tar header is not POSIX ustar: not a ckpt stream"));
+    }
+    Ok(header)
+}
+
+/// Pax values that apply to the next entry.
+#[derive(Default)]
+struct PaxFields<'a> {
+    path: Option<&'a [u8]>,
+    linkpath: Option<&'a [u8]>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<(i64, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse_name: Option<&'a [u8]>,
+    sparse_real: Option<u64>,
+    sparse_version: (Option<&'a [u8]>, Option<&'a [u8]>),
+}
+
+fn parse_pax(data: &[u8]) -> anyhow::Result<PaxFields<'_>> {
+    let mut f = PaxFields::default();
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for (key, value) in pax::parse_records(data)? {
+        if seen.contains(&key) {
+            return Err(bad_stream(format!("pax key {:?} given twice", String::from_utf8_lossy(key))));
+        }
+        seen.push(key);
+        match key {
+            b"path" => f.path = Some(value),
+            b"linkpath" => f.linkpath = Some(value),
+            b"size" => f.size = Some(pax::parse_u64("size", value)?),
+            b"uid" => f.uid = Some(pax::parse_u64("uid", value)?),
+            b"gid" => f.gid = Some(pax::parse_u64("gid", value)?),
+            b"mtime" => f.mtime = Some(pax::parse_time(value)?),
+            b"atime" | b"ctime" => {}
+            b"GNU.sparse.major" => f.sparse_version.0 = Some(value),
+            b"GNU.sparse.minor" => f.sparse_version.1 = Some(value),
+            b"GNU.sparse.name" => f.sparse_name = Some(value),
+            b"GNU.sparse.realsize" => f.sparse_real = Some(pax::parse_u64("realsize", value)?),
+            _ => match key.strip_prefix(b"SCHILY.xattr.") {
+                Some(name) if !name.is_empty() => f.xattrs.push((name.to_vec(), value.to_vec())),
+                _ => {
+                    return Err(bad_stream(format!(
+                        "unsupported pax key {:?}",
+                        String::from_utf8_lossy(key)
+                    )))
+                }
+            },
+        }
+    }
+    Ok(f)
+}
+
+/// Turns a header (and the pax fields before it) into an entry, refusing ambiguous combinations.
+fn build_entry(header: &Header, pax_data: Option<&[u8]>) -> anyhow::Result<(Entry, Option<u64>)> {
+    let pax = match pax_data {
+        Some(data) => parse_pax(data)?,
+        None => PaxFields::default(),
+    };
+    let ustar_size = header.size()?;
+    let size = match pax.size {
+        Some(size) if ustar_size != 0 && ustar_size != size => {
+            return Err(bad_stream("pax size and ustar size disagree"))
+        }
+        Some(size) => size,
+        None => ustar_size,
+    };
+    let sparse = match pax.sparse_version {
+        (None, None) if pax.sparse_name.is_none() && pax.sparse_real.is_none() => None,
+        (Some(b"1"), Some(b"0")) => {
+            let real = pax.sparse_real.ok_or_else(|| bad_stream("sparse file without realsize"))?;
+            if pax.sparse_name.is_none() || pax.path.is_some() {
+                return Err(bad_stream("sparse file needs GNU.sparse.name and no pax path"));
+            }
+            Some(real)
+        }
+        _ => return Err(bad_stream("only GNU sparse format 1.0 is supported")),
+    };
+    let mut path = pax.sparse_name.or(pax.path).map(<[u8]>::to_vec);
+    let path = path.take().unwrap_or_else(|| header.path_bytes().into_owned());
+    let link = pax.linkpath.map(<[u8]>::to_vec).or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+    let link = || link.clone().filter(|l| !l.is_empty()).ok_or_else(|| bad_stream("link entry without a target"));
+    let device = || -> anyhow::Result<(u32, u32)> {
+        let major = header.device_major()?.ok_or_else(|| bad_stream("device entry without a major"))?;
+        let minor = header.device_minor()?.ok_or_else(|| bad_stream("device entry without a minor"))?;
+        Ok((major, minor))
+    };
+    let kind = match header.entry_type() {
+        EntryType::Regular => Kind::File { size, sparse: None },
+        EntryType::Directory => Kind::Dir,
+        EntryType::Symlink => Kind::Symlink(link()?),
+        EntryType::Link => Kind::Hardlink(link()?),
+        EntryType::Char => device().map(|(major, minor)| Kind::Char { major, minor })?,
+        EntryType::Block => device().map(|(major, minor)| Kind::Block { major, minor })?,
+        EntryType::Fifo => Kind::Fifo,
+        other => {
+            return Err(bad_stream(format!("unsupported tar entry type {:?}", other.as_byte() as char)))
+        }
+    };
+    if sparse.is_some() && !matches!(kind, Kind::File { .. }) {
+        return Err(bad_stream("sparse header on a non-file entry"));
+    }
+    if !matches!(kind, Kind::File { .. }) && size != 0 {
+        return Err(bad_stream("non-file entry carries data"));
+    }
+    let path = match (&kind, path.strip_suffix(b"/")) {
+        (Kind::Dir, Some(stripped)) => stripped.to_vec(),
+        (_, Some(_)) => return Err(bad_stream("non-directory entry path ends with '/'")),
+        _ => path,
+    };
+    let (sec, nsec) = match pax.mtime {
+        Some(t) => t,
+        None => (header.mtime()? as i64, 0),
+    };
+    let entry = Entry {
+        path,
+        kind,
+        mode: header.mode()? & 0o7777,
+        uid: pax.uid.map_or_else(|| header.uid(), Ok)?,
+        gid: pax.gid.map_or_else(|| header.gid(), Ok)?,
+        mtime: Mtime { sec, nsec },
+        xattrs: pax.xattrs,
+    };
+    Ok((entry, sparse))
+}

@@ -1,0 +1,2 @@
+//! ckpt-dump: placeholder.
+fn main() {}

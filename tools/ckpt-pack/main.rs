@@ -1,0 +1,2 @@
+//! ckpt-pack: placeholder.
+fn main() {}

@@ -1,0 +1,2 @@
+//! ckpt-restore: placeholder.
+fn main() {}

@@ -1,0 +1,2 @@
+//! ckpt-unpack: placeholder.
+fn main() {}

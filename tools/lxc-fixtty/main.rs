@@ -1,0 +1,2 @@
+//! lxc-fixtty: placeholder.
+fn main() {}
