@@ -1,1 +1,284 @@
-//! Placeholder.
+//! Writes stream entries into a staging dir as untrusted input. Every parent path is resolved with
+//! openat2 beneath its bundle root and through no symlink at all, so no symlink or hard link planted
+//! by the stream can redirect a write; final components are created with O_EXCL-style calls that
+//! never follow links; metadata is restored exactly, directories last.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+
+use crate::error::bad_stream;
+use crate::format::{classify, EntryPath, ROOTS};
+use crate::wire::{Entry, Kind};
+
+/// Write buffer for file data.
+const BUF: usize = 1 << 20;
+
+pub struct Extractor {
+    base: OwnedFd,
+    roots: Vec<(&'static str, OwnedFd)>,
+    /// Directories whose metadata is applied at the end, in stream order.
+    dirs: Vec<(&'static str, Vec<u8>, Entry)>,
+    as_root: bool,
+    buf: Vec<u8>,
+}
+
+impl Extractor {
+    /// An extractor writing into the (empty, private) directory `staging`.
+    pub fn new(staging: &Path) -> anyhow::Result<Extractor> {
+        let base = rustix::fs::open(staging, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {}", staging.display()))?;
+        Ok(Extractor {
+            base,
+            roots: Vec::new(),
+            dirs: Vec::new(),
+            as_root: rustix::process::geteuid().is_root(),
+            buf: vec![0; BUF],
+        })
+    }
+
+    /// Writes one entry (and its data) under bundle root `root` at relative path `rel`.
+    pub fn extract(&mut self, root: &'static str, rel: &[u8], entry: &Entry, data: &mut dyn Read) -> anyhow::Result<()> {
+        self.extract_inner(root, rel, entry, data)
+            .with_context(|| format!("extracting {:?}", String::from_utf8_lossy(&entry.path)))
+    }
+
+    fn extract_inner(&mut self, root: &'static str, rel: &[u8], entry: &Entry, data: &mut dyn Read) -> anyhow::Result<()> {
+        if rel.is_empty() {
+            return self.make_root(root, entry);
+        }
+        let root_fd = self.root(root)?;
+        let (parent_rel, name) = split(rel);
+        let parent = open_in_root(root_fd.as_fd(), parent_rel)?;
+        let name = OsStr::from_bytes(name);
+        match &entry.kind {
+            Kind::File { sparse, .. } => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(created)?;
+                let file = File::from(fd);
+                match sparse {
+                    Some(map) => {
+                        file.set_len(map.real_size)?;
+                        for &(offset, len) in &map.segments {
+                            copy_at(data, &file, offset, len, &mut self.buf)?;
+                        }
+                    }
+                    None => copy_at(data, &file, 0, entry.data_size(), &mut self.buf)?,
+                }
+                self.apply_fd(file.as_fd(), entry)?;
+            }
+            Kind::Dir => {
+                rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(created)?;
+                self.dirs.push((root, rel.to_vec(), entry.clone()));
+            }
+            Kind::Symlink(target) => {
+                rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name).map_err(created)?;
+                self.apply_at(parent.as_fd(), name, entry, false)?;
+            }
+            Kind::Hardlink(target) => {
+                let target_rel = match classify(target)? {
+                    EntryPath::Tree { root: r, rel } if r == root && !rel.is_empty() => rel,
+                    _ => return Err(bad_stream("hard link target is outside the entry's own bundle root")),
+                };
+                let (target_parent, target_name) = split(&target_rel);
+                let target_dir = open_in_root(root_fd.as_fd(), target_parent)?;
+                rustix::fs::linkat(&target_dir, OsStr::from_bytes(target_name), &parent, name, AtFlags::empty())
+                    .map_err(|e| match e {
+                        Errno::NOENT => bad_stream("hard link to an entry that is not in the stream before it"),
+                        e => created(e),
+                    })?;
+            }
+            Kind::Char { major, minor } | Kind::Block { major, minor } => {
+                let ty = if matches!(entry.kind, Kind::Char { .. }) { FileType::CharacterDevice } else { FileType::BlockDevice };
+                let dev = rustix::fs::makedev(*major, *minor);
+                rustix::fs::mknodat(&parent, name, ty, Mode::from_raw_mode(0o600), dev).map_err(created)?;
+                self.apply_at(parent.as_fd(), name, entry, true)?;
+            }
+            Kind::Fifo => {
+                rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(created)?;
+                self.apply_at(parent.as_fd(), name, entry, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies directory metadata, deepest entries first, and returns once everything is in place.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (root, rel, entry) in dirs.iter().rev() {
+            let root_fd = self.root(root)?;
+            let dir = if rel.is_empty() {
+                rustix::fs::openat(&self.base, *root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?
+            } else {
+                rustix::fs::openat2(
+                    root_fd,
+                    OsStr::from_bytes(rel),
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+                )?
+            };
+            self.apply_fd(dir.as_fd(), entry)
+                .with_context(|| format!("setting metadata of {:?}", String::from_utf8_lossy(&entry.path)))?;
+        }
+        Ok(())
+    }
+
+    fn make_root(&mut self, root: &'static str, entry: &Entry) -> anyhow::Result<()> {
+        if entry.kind != Kind::Dir {
+            return Err(bad_stream(format!("bundle root {root}/ is not a directory")));
+        }
+        rustix::fs::mkdirat(&self.base, root, Mode::from_raw_mode(0o700)).map_err(created)?;
+        let fd = rustix::fs::openat(&self.base, root, OFlags::DIRECTORY | OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        self.roots.push((root, fd));
+        self.dirs.push((root, Vec::new(), entry.clone()));
+        Ok(())
+    }
+
+    fn root(&self, root: &str) -> anyhow::Result<BorrowedFd<'_>> {
+        debug_assert!(ROOTS.contains(&root));
+        self.roots
+            .iter()
+            .find(|(r, _)| *r == root)
+            .map(|(_, fd)| fd.as_fd())
+            .ok_or_else(|| bad_stream(format!("entry under {root}/ comes before the {root}/ directory entry")))
+    }
+
+    /// Owner, mode, xattrs and mtime through an open file or directory.
+    fn apply_fd(&self, fd: BorrowedFd<'_>, entry: &Entry) -> anyhow::Result<()> {
+        if self.as_root {
+            rustix::fs::fchown(fd, Some(uid(entry.uid)?), Some(gid(entry.gid)?)).context("setting owner")?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)).context("setting mode")?;
+        for (key, value) in self.xattrs(entry) {
+            rustix::fs::fsetxattr(fd, OsStr::from_bytes(key), value, XattrFlags::empty())
+                .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+        }
+        rustix::fs::futimens(fd, &times(entry)).context("setting mtime")?;
+        Ok(())
+    }
+
+    /// The same for a symlink, device or fifo, through its parent dir without following it.
+    fn apply_at(&self, parent: BorrowedFd<'_>, name: &OsStr, entry: &Entry, chmod: bool) -> anyhow::Result<()> {
+        if self.as_root {
+            rustix::fs::chownat(parent, name, Some(uid(entry.uid)?), Some(gid(entry.gid)?), AtFlags::SYMLINK_NOFOLLOW)
+                .context("setting owner")?;
+        }
+        if chmod {
+            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(entry.mode), AtFlags::empty()).context("setting mode")?;
+        }
+        // No xattr call takes (dirfd, name) on every kernel: go through the parent's fd in /proc,
+        // which names the already-resolved directory; the final component is not followed.
+        let via_proc = Path::new("/proc/self/fd").join(parent.as_raw_fd_string()).join(name);
+        for (key, value) in self.xattrs(entry) {
+            rustix::fs::lsetxattr(&via_proc, OsStr::from_bytes(key), value, XattrFlags::empty())
+                .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+        }
+        rustix::fs::utimensat(parent, name, &times(entry), AtFlags::SYMLINK_NOFOLLOW).context("setting mtime")?;
+        Ok(())
+    }
+
+    /// The xattrs this process may set: all of them as root, only `user.*` otherwise.
+    fn xattrs<'e>(&self, entry: &'e Entry) -> impl Iterator<Item = (&'e [u8], &'e [u8])> {
+        let as_root = self.as_root;
+        entry
+            .xattrs
+            .iter()
+            .filter(move |(k, _)| as_root || k.starts_with(b"user."))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+}
+
+/// Raw fd number as a path component.
+trait RawFdString {
+    fn as_raw_fd_string(&self) -> String;
+}
+
+impl RawFdString for BorrowedFd<'_> {
+    fn as_raw_fd_string(&self) -> String {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd().to_string()
+    }
+}
+
+/// Opens directory `rel` inside `root`, refusing any path that leaves `root` or goes through a
+/// symlink: a writer never needs one to reach an entry's parent, so a stream that does is hostile.
+fn open_in_root(root: BorrowedFd<'_>, rel: &[u8]) -> anyhow::Result<OwnedFd> {
+    let path = if rel.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rel) };
+    rustix::fs::openat2(
+        root,
+        path,
+        OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| match e {
+        Errno::NOENT | Errno::NOTDIR => bad_stream(format!(
+            "parent directory {:?} is not in the stream before its entries",
+            String::from_utf8_lossy(rel)
+        )),
+        Errno::LOOP | Errno::XDEV => bad_stream(format!(
+            "path {:?} goes through a symlink or leaves its bundle root",
+            String::from_utf8_lossy(rel)
+        )),
+        e => anyhow!(std::io::Error::from(e)).context("resolving the parent directory"),
+    })
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`).
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+/// Names EEXIST as what it is in a stream: a duplicate entry.
+fn created(e: Errno) -> anyhow::Error {
+    match e {
+        Errno::EXIST => bad_stream("duplicate entry: this path was already in the stream"),
+        e => anyhow!(std::io::Error::from(e)),
+    }
+}
+
+fn copy_at(data: &mut dyn Read, file: &File, offset: u64, len: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let got = data.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(bad_stream("entry data ends early"));
+        }
+        file.write_all_at(&buf[..got], offset + done).context("writing file data")?;
+        done += got as u64;
+    }
+    Ok(())
+}
+
+fn uid(id: u64) -> anyhow::Result<rustix::fs::Uid> {
+    let id = u32::try_from(id).map_err(|_| bad_stream(format!("uid {id} is out of range")))?;
+    Ok(rustix::fs::Uid::from_raw(id))
+}
+
+fn gid(id: u64) -> anyhow::Result<rustix::fs::Gid> {
+    let id = u32::try_from(id).map_err(|_| bad_stream(format!("gid {id} is out of range")))?;
+    Ok(rustix::fs::Gid::from_raw(id))
+}
+
+fn times(entry: &Entry) -> Timestamps {
+    let t = Timespec { tv_sec: entry.mtime.sec, tv_nsec: entry.mtime.nsec.into() };
+    Timestamps { last_access: t, last_modification: t }
+}

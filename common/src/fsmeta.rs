@@ -1,1 +1,172 @@
-//! Placeholder.
+//! Reads what the stream preserves from the filesystem: type, owner, mode, nanosecond mtime,
+//! xattrs, device numbers, hard links and sparse holes, and opens a file's data for streaming.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::Context;
+use rustix::fs::SeekFrom;
+
+use crate::wire::{sparse, Entry, Kind, Mtime, Sparse};
+
+/// Remembers the first bundle path of every multiply-linked inode, so later links become hard links.
+#[derive(Default)]
+pub struct LinkTracker {
+    seen: HashMap<(u64, u64), Vec<u8>>,
+}
+
+/// Describes the file at `path` as a stream entry named `bundle_path`.
+pub fn describe(path: &Path, bundle_path: Vec<u8>, links: &mut LinkTracker) -> anyhow::Result<Entry> {
+    let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+        Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+    } else if let Some(first) = linked_before(&meta, &bundle_path, links) {
+        Kind::Hardlink(first)
+    } else if ft.is_file() {
+        file_kind(path, &meta)?
+    } else if ft.is_char_device() {
+        let (major, minor) = device(&meta);
+        Kind::Char { major, minor }
+    } else if ft.is_block_device() {
+        let (major, minor) = device(&meta);
+        Kind::Block { major, minor }
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        anyhow::bail!("{} is a socket or an unknown file type, which a checkpoint cannot carry", path.display());
+    };
+    Ok(Entry {
+        path: bundle_path,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid().into(),
+        gid: meta.gid().into(),
+        mtime: Mtime { sec: meta.mtime(), nsec: meta.mtime_nsec() as u32 },
+        xattrs: read_xattrs(path).with_context(|| format!("reading xattrs of {}", path.display()))?,
+    })
+}
+
+fn linked_before(meta: &std::fs::Metadata, bundle_path: &[u8], links: &mut LinkTracker) -> Option<Vec<u8>> {
+    if meta.is_dir() || meta.nlink() < 2 {
+        return None;
+    }
+    let key = (meta.dev(), meta.ino());
+    if let Some(first) = links.seen.get(&key) {
+        return Some(first.clone());
+    }
+    links.seen.insert(key, bundle_path.to_vec());
+    None
+}
+
+fn device(meta: &std::fs::Metadata) -> (u32, u32) {
+    let rdev = meta.rdev();
+    (rustix::fs::major(rdev), rustix::fs::minor(rdev))
+}
+
+/// A regular file, with its data segments when it has holes.
+fn file_kind(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<Kind> {
+    let size = meta.len();
+    if meta.blocks() * 512 >= size {
+        return Ok(Kind::File { size, sparse: None });
+    }
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let segments = data_segments(&file, size)?;
+    if segments.len() > sparse::MAX_SEGMENTS {
+        return Ok(Kind::File { size, sparse: None });
+    }
+    let map = Sparse { real_size: size, segments };
+    Ok(Kind::File { size: sparse::data_len(&map), sparse: Some(map) })
+}
+
+/// The data segments of a file, found with SEEK_DATA/SEEK_HOLE.
+fn data_segments(file: &File, size: u64) -> anyhow::Result<Vec<(u64, u64)>> {
+    let mut segments = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(io::Error::from(e)).context("finding data segments"),
+        };
+        let end = rustix::fs::seek(file, SeekFrom::Hole(start)).map_err(io::Error::from)?.min(size);
+        segments.push((start, end - start));
+        pos = end;
+        if segments.len() > sparse::MAX_SEGMENTS {
+            break;
+        }
+    }
+    Ok(segments)
+}
+
+fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(len) => break len,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut xattrs = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 256];
+        loop {
+            match rustix::fs::lgetxattr(path, name, &mut value) {
+                Ok(n) => {
+                    value.truncate(n);
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 16, 0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        xattrs.push((name.to_vec(), value));
+    }
+    xattrs.sort();
+    Ok(xattrs)
+}
+
+/// Opens an entry's data: the whole file, or only its data segments when it is sparse.
+pub fn open_data(path: &Path, entry: &Entry) -> anyhow::Result<Box<dyn Read>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(match &entry.kind {
+        Kind::File { sparse: Some(map), .. } => {
+            Box::new(Segments { file, segments: map.segments.clone(), index: 0, done: 0 })
+        }
+        _ => Box::new(file),
+    })
+}
+
+/// Reads the data segments of a sparse file, one after the other.
+struct Segments {
+    file: File,
+    segments: Vec<(u64, u64)>,
+    index: usize,
+    done: u64,
+}
+
+impl Read for Segments {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(&(offset, len)) = self.segments.get(self.index) {
+            if self.done == len {
+                self.index += 1;
+                self.done = 0;
+                continue;
+            }
+            let want = (len - self.done).min(buf.len() as u64) as usize;
+            let got = self.file.read_at(&mut buf[..want], offset + self.done)?;
+            self.done += got as u64;
+            return Ok(got);
+        }
+        Ok(0)
+    }
+}

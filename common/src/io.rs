@@ -1,1 +1,183 @@
-//! Placeholder.
+//! Where streams come from and go to: stdin/stdout or `-i`/`-o` files, refusal to write binary to a
+//! terminal, zstd compression on output and detection (by magic) on input.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+
+use crate::error::usage;
+
+/// The zstd frame magic, little-endian 0xFD2FB528.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// I/O buffer size for streams.
+pub const STREAM_BUF: usize = 1 << 20;
+
+/// `--compress none|zstd[:LEVEL]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd(i32),
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a compression: use none, zstd or zstd:LEVEL (1-19)");
+        match s.split_once(':') {
+            None if s == "none" => Ok(Compression::None),
+            None if s == "zstd" => Ok(Compression::Zstd(1)),
+            Some(("zstd", level)) => match level.parse() {
+                Ok(n) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
+/// Opens the stream output: `path`, or stdout, which must not be a terminal.
+pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>> {
+    match path {
+        Some(path) => {
+            let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Ok(Box::new(file))
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                return Err(usage(
+                    "refusing to write a binary stream to a terminal: redirect stdout or use -o FILE",
+                ));
+            }
+            Ok(Box::new(std_fd(io::stdout().as_fd())?))
+        }
+    }
+}
+
+/// A File on a duplicate of stdin or stdout, bypassing std's own buffering (we buffer ourselves).
+fn std_fd(fd: BorrowedFd<'_>) -> anyhow::Result<File> {
+    Ok(File::from(fd.try_clone_to_owned().context("duplicating a standard stream")?))
+}
+
+/// Opens the stream input: `path`, or stdin, which must not be a terminal.
+pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
+    match path {
+        Some(path) => {
+            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Ok(Box::new(file))
+        }
+        None => {
+            if io::stdin().is_terminal() {
+                return Err(usage("stdin is a terminal: pipe a ckpt stream in or use -i FILE"));
+            }
+            Ok(Box::new(std_fd(io::stdin().as_fd())?))
+        }
+    }
+}
+
+/// Wraps `input` in a zstd decoder when it starts with the zstd magic. The decoder reads every
+/// frame to the true end of input and checks frame checksums.
+pub fn decompress(input: Box<dyn Read + Send>) -> anyhow::Result<Box<dyn Read + Send>> {
+    let mut buffered = BufReader::with_capacity(STREAM_BUF, input);
+    let start = buffered.fill_buf().context("reading the stream")?;
+    if start.len() < 4 && !start.is_empty() {
+        // A stream this short is refused by the tar reader with a clear message.
+        return Ok(Box::new(buffered));
+    }
+    if start.starts_with(&ZSTD_MAGIC) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
+        return Ok(Box::new(BufReader::with_capacity(STREAM_BUF, ZstdErrors(decoder))));
+    }
+    Ok(Box::new(buffered))
+}
+
+/// Names zstd decoding failures as stream corruption.
+struct ZstdErrors<R>(R);
+
+impl<R: Read> Read for ZstdErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            let kind = e.kind();
+            let text = match kind {
+                io::ErrorKind::UnexpectedEof => "bad stream: zstd stream truncated".to_string(),
+                io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                    format!("bad stream: zstd data is corrupt ({e})")
+                }
+                _ => return e,
+            };
+            io::Error::new(kind, text)
+        })
+    }
+}
+
+/// The stream output, compressed or not. Call [`Sink::finish`]: it ends the zstd frame and flushes.
+pub enum Sink<W: Write> {
+    Plain(io::BufWriter<W>),
+    Zstd(zstd::stream::write::Encoder<'static, io::BufWriter<W>>),
+}
+
+impl<W: Write> Sink<W> {
+    pub fn new(out: W, compression: Compression) -> anyhow::Result<Sink<W>> {
+        let buffered = io::BufWriter::with_capacity(STREAM_BUF, out);
+        Ok(match compression {
+            Compression::None => Sink::Plain(buffered),
+            Compression::Zstd(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(buffered, level)?;
+                enc.include_checksum(true)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+                enc.multithread(threads)?;
+                Sink::Zstd(enc)
+            }
+        })
+    }
+
+    /// Ends compression and flushes everything; errors here mean the stream is incomplete.
+    pub fn finish(self) -> anyhow::Result<W> {
+        let buffered = match self {
+            Sink::Plain(w) => w,
+            Sink::Zstd(enc) => enc.finish().context("ending the zstd frame")?,
+        };
+        buffered.into_inner().map_err(|e| e.into_error()).context("flushing the stream")
+    }
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(buf),
+            Sink::Zstd(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// A path given by the user, kept for messages.
+pub fn shown(path: Option<&PathBuf>, default: &str) -> String {
+    path.map_or_else(|| default.to_string(), |p| p.display().to_string())
+}

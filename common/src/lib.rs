@@ -2,10 +2,12 @@
 //! CRIU wrappers. The binaries in `tools/` only parse arguments and call one function here.
 
 pub mod bundle;
+pub mod stream;
 pub mod error;
 pub mod extract;
 pub mod format;
 pub mod fsmeta;
+pub mod host;
 pub mod fixtty;
 pub mod io;
 pub mod lxc;

@@ -1,1 +1,116 @@
-//! Placeholder.
+//! ckpt-pack: streams a container (its dir, rootfs and a CRIU image dir) or an unpacked bundle.
+//! ckpt-dump streams through [`write_stream`] too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::bundle::Bundle;
+use crate::format::{Include, Manifest, RootfsMode, Trailer};
+use crate::io::{open_output, Compression, Sink};
+use crate::lxc::Container;
+use crate::progress::{note, Counted, Progress};
+use crate::stream::StreamWriter;
+
+/// What ckpt-pack was asked to do, free of any command-line parser.
+#[derive(Debug, Clone)]
+pub struct PackConfig {
+    pub source: Source,
+    pub compression: Compression,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A bundle directory written by ckpt-unpack (possibly edited since).
+    Bundle(PathBuf),
+    /// LXCPATH/NAME plus, optionally, a CRIU image dir such as lxc-checkpoint -D leaves.
+    Container { name: String, lxcpath: Option<PathBuf>, images: Option<PathBuf>, rootfs: bool },
+}
+
+/// The directories that make up one stream.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// Goes in as `container/`; `skip` paths inside it are left out (the rootfs, when it lives there).
+    pub container: PathBuf,
+    pub skip: Vec<PathBuf>,
+    pub rootfs: Option<PathBuf>,
+    pub images: Option<PathBuf>,
+}
+
+pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
+    let (manifest, parts) = match &cfg.source {
+        Source::Bundle(dir) => Bundle::new(dir).parts()?,
+        Source::Container { name, lxcpath, images, rootfs } => {
+            let container = Container::locate(name, lxcpath.as_deref())?;
+            container_parts(&container, images.as_deref(), *rootfs)?
+        }
+    };
+    let out = open_output(cfg.output.as_deref())?;
+    let progress = Progress::new("ckpt-pack", None, cfg.quiet);
+    let trailer = write_stream(out, &manifest, &parts, cfg.compression, &progress)?;
+    progress.finish();
+    note(cfg.quiet, "ckpt-pack", &summary(&manifest, &trailer));
+    Ok(())
+}
+
+/// The parts and manifest of a container, with or without its rootfs and images.
+pub fn container_parts(container: &Container, images: Option<&Path>, rootfs: bool) -> anyhow::Result<(Manifest, Parts)> {
+    let dir = container.dir();
+    if !dir.is_dir() {
+        return Err(crate::lxc::missing(container));
+    }
+    let rootfs_path = container.rootfs_path()?;
+    if let Some(images) = images {
+        if !images.join("inventory.img").is_file() {
+            anyhow::bail!("{} holds no CRIU images (no inventory.img): give the -D dir of lxc-checkpoint", images.display());
+        }
+    }
+    let include = Include { rootfs: if rootfs { RootfsMode::Full } else { RootfsMode::None }, images: images.is_some() };
+    let manifest = crate::host::manifest(&container.name, &container.lxcpath.to_string_lossy(), include);
+    let parts = Parts {
+        container: dir.clone(),
+        skip: vec![rootfs_path.clone()],
+        rootfs: rootfs.then_some(rootfs_path),
+        images: images.map(Path::to_path_buf),
+    };
+    Ok((manifest, parts))
+}
+
+/// Writes the whole stream of `parts` to `out` and finishes every layer, so a success here means
+/// every byte reached `out`.
+pub fn write_stream<W: Write>(
+    out: W,
+    manifest: &Manifest,
+    parts: &Parts,
+    compression: Compression,
+    progress: &Progress,
+) -> anyhow::Result<Trailer> {
+    let sink = Sink::new(out, compression)?;
+    let counted = Counted::writer(sink, progress);
+    let mut stream = StreamWriter::new(counted, manifest)?;
+    let skip: Vec<&Path> = parts.skip.iter().map(PathBuf::as_path).collect();
+    stream.add_tree("container", &parts.container, &skip)?;
+    if let Some(rootfs) = &parts.rootfs {
+        stream.add_tree("rootfs", rootfs, &[])?;
+    }
+    if let Some(images) = &parts.images {
+        stream.add_tree("images", images, &[])?;
+    }
+    let (counted, trailer) = stream.finish()?;
+    counted.into_inner().finish().context("writing the stream")?;
+    Ok(trailer)
+}
+
+/// One line describing a stream: name, entries, size.
+pub fn summary(manifest: &Manifest, trailer: &Trailer) -> String {
+    format!("{}: {} entries, {:.1} MiB", manifest.name, trailer.entries, trailer.bytes as f64 / (1 << 20) as f64)
+}
+
+/// Flushes a writer, naming what failed.
+pub fn flushed<W: Write>(mut w: W, what: &str) -> anyhow::Result<W> {
+    w.flush().with_context(|| format!("flushing {what}"))?;
+    Ok(w)
+}

@@ -3,7 +3,7 @@
 
 mod pax;
 mod read;
-mod sparse;
+pub mod sparse;
 mod write;
 
 pub use read::{Next, TarReader};
