@@ -14,7 +14,9 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn new(dir: &Path) -> Bundle {
-        Bundle { dir: dir.to_path_buf() }
+        Bundle {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Reads the manifest and finds the parts; what the manifest says is included follows what is
@@ -22,17 +24,37 @@ impl Bundle {
     pub fn parts(&self) -> anyhow::Result<(Manifest, Parts)> {
         let path = self.dir.join(MANIFEST_PATH);
         let json = std::fs::read(&path).with_context(|| {
-            format!("reading {}: is {} a bundle written by ckpt-unpack?", path.display(), self.dir.display())
+            format!(
+                "reading {}: is {} a bundle written by ckpt-unpack?",
+                path.display(),
+                self.dir.display()
+            )
         })?;
-        let mut manifest = Manifest::from_json(&json).with_context(|| format!("in {}", path.display()))?;
+        let mut manifest =
+            Manifest::from_json(&json).with_context(|| format!("in {}", path.display()))?;
         let container = self.dir.join("container");
         if !container.is_dir() {
-            anyhow::bail!("{} has no container/ directory: not a ckpt bundle", self.dir.display());
+            anyhow::bail!(
+                "{} has no container/ directory: not a ckpt bundle",
+                self.dir.display()
+            );
         }
         let rootfs = Some(self.dir.join("rootfs")).filter(|p| p.is_dir());
         let images = Some(self.dir.join("images")).filter(|p| p.is_dir());
-        manifest.include.rootfs = if rootfs.is_some() { RootfsMode::Full } else { RootfsMode::None };
+        manifest.include.rootfs = if rootfs.is_some() {
+            RootfsMode::Full
+        } else {
+            RootfsMode::None
+        };
         manifest.include.images = images.is_some();
-        Ok((manifest, Parts { container, skip: Vec::new(), rootfs, images }))
+        Ok((
+            manifest,
+            Parts {
+                container,
+                skip: Vec::new(),
+                rootfs,
+                images,
+            },
+        ))
     }
 }

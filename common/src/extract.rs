@@ -34,8 +34,12 @@ pub struct Extractor {
 impl Extractor {
     /// An extractor writing into the (empty, private) directory `staging`.
     pub fn new(staging: &Path) -> anyhow::Result<Extractor> {
-        let base = rustix::fs::open(staging, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .with_context(|| format!("opening {}", staging.display()))?;
+        let base = rustix::fs::open(
+            staging,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", staging.display()))?;
         Ok(Extractor {
             base,
             roots: Vec::new(),
@@ -46,12 +50,24 @@ impl Extractor {
     }
 
     /// Writes one entry (and its data) under bundle root `root` at relative path `rel`.
-    pub fn extract(&mut self, root: &'static str, rel: &[u8], entry: &Entry, data: &mut dyn Read) -> anyhow::Result<()> {
+    pub fn extract(
+        &mut self,
+        root: &'static str,
+        rel: &[u8],
+        entry: &Entry,
+        data: &mut dyn Read,
+    ) -> anyhow::Result<()> {
         self.extract_inner(root, rel, entry, data)
             .with_context(|| format!("extracting {:?}", String::from_utf8_lossy(&entry.path)))
     }
 
-    fn extract_inner(&mut self, root: &'static str, rel: &[u8], entry: &Entry, data: &mut dyn Read) -> anyhow::Result<()> {
+    fn extract_inner(
+        &mut self,
+        root: &'static str,
+        rel: &[u8],
+        entry: &Entry,
+        data: &mut dyn Read,
+    ) -> anyhow::Result<()> {
         if rel.is_empty() {
             return self.make_root(root, entry);
         }
@@ -64,7 +80,11 @@ impl Extractor {
                 let fd = rustix::fs::openat(
                     &parent,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(created)?;
@@ -91,24 +111,42 @@ impl Extractor {
             Kind::Hardlink(target) => {
                 let target_rel = match classify(target)? {
                     EntryPath::Tree { root: r, rel } if r == root && !rel.is_empty() => rel,
-                    _ => return Err(bad_stream("hard link target is outside the entry's own bundle root")),
+                    _ => {
+                        return Err(bad_stream(
+                            "hard link target is outside the entry's own bundle root",
+                        ))
+                    }
                 };
                 let (target_parent, target_name) = split(&target_rel);
                 let target_dir = open_in_root(root_fd.as_fd(), target_parent)?;
-                rustix::fs::linkat(&target_dir, OsStr::from_bytes(target_name), &parent, name, AtFlags::empty())
-                    .map_err(|e| match e {
-                        Errno::NOENT => bad_stream("hard link to an entry that is not in the stream before it"),
-                        e => created(e),
-                    })?;
+                rustix::fs::linkat(
+                    &target_dir,
+                    OsStr::from_bytes(target_name),
+                    &parent,
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| match e {
+                    Errno::NOENT => {
+                        bad_stream("hard link to an entry that is not in the stream before it")
+                    }
+                    e => created(e),
+                })?;
             }
             Kind::Char { major, minor } | Kind::Block { major, minor } => {
-                let ty = if matches!(entry.kind, Kind::Char { .. }) { FileType::CharacterDevice } else { FileType::BlockDevice };
+                let ty = if matches!(entry.kind, Kind::Char { .. }) {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
                 let dev = rustix::fs::makedev(*major, *minor);
-                rustix::fs::mknodat(&parent, name, ty, Mode::from_raw_mode(0o600), dev).map_err(created)?;
+                rustix::fs::mknodat(&parent, name, ty, Mode::from_raw_mode(0o600), dev)
+                    .map_err(created)?;
                 self.apply_at(parent.as_fd(), name, entry, true)?;
             }
             Kind::Fifo => {
-                rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(created)?;
+                rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .map_err(created)?;
                 self.apply_at(parent.as_fd(), name, entry, true)?;
             }
         }
@@ -121,7 +159,12 @@ impl Extractor {
         for (root, rel, entry) in dirs.iter().rev() {
             let root_fd = self.root(root)?;
             let dir = if rel.is_empty() {
-                rustix::fs::openat(&self.base, *root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?
+                rustix::fs::openat(
+                    &self.base,
+                    *root,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?
             } else {
                 rustix::fs::openat2(
                     root_fd,
@@ -131,18 +174,29 @@ impl Extractor {
                     ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
                 )?
             };
-            self.apply_fd(dir.as_fd(), entry)
-                .with_context(|| format!("setting metadata of {:?}", String::from_utf8_lossy(&entry.path)))?;
+            self.apply_fd(dir.as_fd(), entry).with_context(|| {
+                format!(
+                    "setting metadata of {:?}",
+                    String::from_utf8_lossy(&entry.path)
+                )
+            })?;
         }
         Ok(())
     }
 
     fn make_root(&mut self, root: &'static str, entry: &Entry) -> anyhow::Result<()> {
         if entry.kind != Kind::Dir {
-            return Err(bad_stream(format!("bundle root {root}/ is not a directory")));
+            return Err(bad_stream(format!(
+                "bundle root {root}/ is not a directory"
+            )));
         }
         rustix::fs::mkdirat(&self.base, root, Mode::from_raw_mode(0o700)).map_err(created)?;
-        let fd = rustix::fs::openat(&self.base, root, OFlags::DIRECTORY | OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let fd = rustix::fs::openat(
+            &self.base,
+            root,
+            OFlags::DIRECTORY | OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         self.roots.push((root, fd));
         self.dirs.push((root, Vec::new(), entry.clone()));
         Ok(())
@@ -154,13 +208,18 @@ impl Extractor {
             .iter()
             .find(|(r, _)| *r == root)
             .map(|(_, fd)| fd.as_fd())
-            .ok_or_else(|| bad_stream(format!("entry under {root}/ comes before the {root}/ directory entry")))
+            .ok_or_else(|| {
+                bad_stream(format!(
+                    "entry under {root}/ comes before the {root}/ directory entry"
+                ))
+            })
     }
 
     /// Owner, mode, xattrs and mtime through an open file or directory.
     fn apply_fd(&self, fd: BorrowedFd<'_>, entry: &Entry) -> anyhow::Result<()> {
         if self.as_root {
-            rustix::fs::fchown(fd, Some(uid(entry.uid)?), Some(gid(entry.gid)?)).context("setting owner")?;
+            rustix::fs::fchown(fd, Some(uid(entry.uid)?), Some(gid(entry.gid)?))
+                .context("setting owner")?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)).context("setting mode")?;
         for (key, value) in self.xattrs(entry) {
@@ -172,22 +231,48 @@ impl Extractor {
     }
 
     /// The same for a symlink, device or fifo, through its parent dir without following it.
-    fn apply_at(&self, parent: BorrowedFd<'_>, name: &OsStr, entry: &Entry, chmod: bool) -> anyhow::Result<()> {
+    fn apply_at(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        entry: &Entry,
+        chmod: bool,
+    ) -> anyhow::Result<()> {
         if self.as_root {
-            rustix::fs::chownat(parent, name, Some(uid(entry.uid)?), Some(gid(entry.gid)?), AtFlags::SYMLINK_NOFOLLOW)
-                .context("setting owner")?;
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(uid(entry.uid)?),
+                Some(gid(entry.gid)?),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .context("setting owner")?;
         }
         if chmod {
-            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(entry.mode), AtFlags::empty()).context("setting mode")?;
+            rustix::fs::chmodat(
+                parent,
+                name,
+                Mode::from_raw_mode(entry.mode),
+                AtFlags::empty(),
+            )
+            .context("setting mode")?;
         }
         // No xattr call takes (dirfd, name) on every kernel: go through the parent's fd in /proc,
         // which names the already-resolved directory; the final component is not followed.
-        let via_proc = Path::new("/proc/self/fd").join(parent.as_raw_fd_string()).join(name);
+        let via_proc = Path::new("/proc/self/fd")
+            .join(parent.as_raw_fd_string())
+            .join(name);
         for (key, value) in self.xattrs(entry) {
-            rustix::fs::lsetxattr(&via_proc, OsStr::from_bytes(key), value, XattrFlags::empty())
-                .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+            rustix::fs::lsetxattr(
+                &via_proc,
+                OsStr::from_bytes(key),
+                value,
+                XattrFlags::empty(),
+            )
+            .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
         }
-        rustix::fs::utimensat(parent, name, &times(entry), AtFlags::SYMLINK_NOFOLLOW).context("setting mtime")?;
+        rustix::fs::utimensat(parent, name, &times(entry), AtFlags::SYMLINK_NOFOLLOW)
+            .context("setting mtime")?;
         Ok(())
     }
 
@@ -217,13 +302,20 @@ impl RawFdString for BorrowedFd<'_> {
 /// Opens directory `rel` inside `root`, refusing any path that leaves `root` or goes through a
 /// symlink: a writer never needs one to reach an entry's parent, so a stream that does is hostile.
 fn open_in_root(root: BorrowedFd<'_>, rel: &[u8]) -> anyhow::Result<OwnedFd> {
-    let path = if rel.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rel) };
+    let path = if rel.is_empty() {
+        OsStr::new(".")
+    } else {
+        OsStr::from_bytes(rel)
+    };
     rustix::fs::openat2(
         root,
         path,
         OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
     )
     .map_err(|e| match e {
         Errno::NOENT | Errno::NOTDIR => bad_stream(format!(
@@ -254,7 +346,13 @@ fn created(e: Errno) -> anyhow::Error {
     }
 }
 
-fn copy_at(data: &mut dyn Read, file: &File, offset: u64, len: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+fn copy_at(
+    data: &mut dyn Read,
+    file: &File,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> anyhow::Result<()> {
     let mut done = 0;
     while done < len {
         let want = (len - done).min(buf.len() as u64) as usize;
@@ -262,7 +360,8 @@ fn copy_at(data: &mut dyn Read, file: &File, offset: u64, len: u64, buf: &mut [u
         if got == 0 {
             return Err(bad_stream("entry data ends early"));
         }
-        file.write_all_at(&buf[..got], offset + done).context("writing file data")?;
+        file.write_all_at(&buf[..got], offset + done)
+            .context("writing file data")?;
         done += got as u64;
     }
     Ok(())
@@ -279,6 +378,12 @@ fn gid(id: u64) -> anyhow::Result<rustix::fs::Gid> {
 }
 
 fn times(entry: &Entry) -> Timestamps {
-    let t = Timespec { tv_sec: entry.mtime.sec, tv_nsec: entry.mtime.nsec.into() };
-    Timestamps { last_access: t, last_modification: t }
+    let t = Timespec {
+        tv_sec: entry.mtime.sec,
+        tv_nsec: entry.mtime.nsec.into(),
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }

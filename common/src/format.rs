@@ -106,7 +106,9 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     if plain {
         Ok(())
     } else {
-        Err(bad_stream(format!("container name {name:?} is not a plain name")))
+        Err(bad_stream(format!(
+            "container name {name:?} is not a plain name"
+        )))
     }
 }
 
@@ -116,7 +118,10 @@ pub enum EntryPath {
     Manifest,
     Trailer,
     /// `root` is one of [`ROOTS`]; `rel` is empty for the root directory itself.
-    Tree { root: &'static str, rel: Vec<u8> },
+    Tree {
+        root: &'static str,
+        rel: Vec<u8>,
+    },
 }
 
 /// Checks a path from a stream against the bundle layout. Refuses (never skips) absolute paths,
@@ -130,7 +135,9 @@ pub fn classify(path: &[u8]) -> anyhow::Result<EntryPath> {
         return Ok(EntryPath::Trailer);
     }
     if path.is_empty() || path.starts_with(b"/") || path.contains(&0) {
-        return Err(bad_stream(format!("entry path {shown:?} is absolute or empty")));
+        return Err(bad_stream(format!(
+            "entry path {shown:?} is absolute or empty"
+        )));
     }
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
     let mut parts = trimmed.split(|&b| b == b'/');
@@ -155,7 +162,10 @@ mod tests {
     use super::*;
 
     fn tree(root: &'static str, rel: &str) -> EntryPath {
-        EntryPath::Tree { root, rel: rel.as_bytes().to_vec() }
+        EntryPath::Tree {
+            root,
+            rel: rel.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -164,9 +174,18 @@ mod tests {
         assert_eq!(classify(b"trailer.json").unwrap(), EntryPath::Trailer);
         assert_eq!(classify(b"rootfs/").unwrap(), tree("rootfs", ""));
         assert_eq!(classify(b"rootfs").unwrap(), tree("rootfs", ""));
-        assert_eq!(classify(b"rootfs/etc/passwd").unwrap(), tree("rootfs", "etc/passwd"));
-        assert_eq!(classify(b"images/pages-1.img").unwrap(), tree("images", "pages-1.img"));
-        assert_eq!(classify(b"container/config").unwrap(), tree("container", "config"));
+        assert_eq!(
+            classify(b"rootfs/etc/passwd").unwrap(),
+            tree("rootfs", "etc/passwd")
+        );
+        assert_eq!(
+            classify(b"images/pages-1.img").unwrap(),
+            tree("images", "pages-1.img")
+        );
+        assert_eq!(
+            classify(b"container/config").unwrap(),
+            tree("container", "config")
+        );
     }
 
     #[test]
@@ -184,7 +203,11 @@ mod tests {
             b"rootfs/a\0b",
             b"manifest.json/x",
         ] {
-            assert!(classify(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                classify(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,13 +20,19 @@ pub struct LinkTracker {
 }
 
 /// Describes the file at `path` as a stream entry named `bundle_path`.
-pub fn describe(path: &Path, bundle_path: Vec<u8>, links: &mut LinkTracker) -> anyhow::Result<Entry> {
-    let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn describe(
+    path: &Path,
+    bundle_path: Vec<u8>,
+    links: &mut LinkTracker,
+) -> anyhow::Result<Entry> {
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         Kind::Dir
     } else if ft.is_symlink() {
-        let target = std::fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+        let target =
+            std::fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
         Kind::Symlink(target.as_os_str().as_bytes().to_vec())
     } else if let Some(first) = linked_before(&meta, &bundle_path, links) {
         Kind::Hardlink(first)
@@ -41,7 +47,10 @@ pub fn describe(path: &Path, bundle_path: Vec<u8>, links: &mut LinkTracker) -> a
     } else if ft.is_fifo() {
         Kind::Fifo
     } else {
-        anyhow::bail!("{} is a socket or an unknown file type, which a checkpoint cannot carry", path.display());
+        anyhow::bail!(
+            "{} is a socket or an unknown file type, which a checkpoint cannot carry",
+            path.display()
+        );
     };
     Ok(Entry {
         path: bundle_path,
@@ -49,12 +58,20 @@ pub fn describe(path: &Path, bundle_path: Vec<u8>, links: &mut LinkTracker) -> a
         mode: meta.mode() & 0o7777,
         uid: meta.uid().into(),
         gid: meta.gid().into(),
-        mtime: Mtime { sec: meta.mtime(), nsec: meta.mtime_nsec() as u32 },
-        xattrs: read_xattrs(path).with_context(|| format!("reading xattrs of {}", path.display()))?,
+        mtime: Mtime {
+            sec: meta.mtime(),
+            nsec: meta.mtime_nsec() as u32,
+        },
+        xattrs: read_xattrs(path)
+            .with_context(|| format!("reading xattrs of {}", path.display()))?,
     })
 }
 
-fn linked_before(meta: &std::fs::Metadata, bundle_path: &[u8], links: &mut LinkTracker) -> Option<Vec<u8>> {
+fn linked_before(
+    meta: &std::fs::Metadata,
+    bundle_path: &[u8],
+    links: &mut LinkTracker,
+) -> Option<Vec<u8>> {
     if meta.is_dir() || meta.nlink() < 2 {
         return None;
     }
@@ -82,8 +99,14 @@ fn file_kind(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<Kind> {
     if segments.len() > sparse::MAX_SEGMENTS {
         return Ok(Kind::File { size, sparse: None });
     }
-    let map = Sparse { real_size: size, segments };
-    Ok(Kind::File { size: sparse::data_len(&map), sparse: Some(map) })
+    let map = Sparse {
+        real_size: size,
+        segments,
+    };
+    Ok(Kind::File {
+        size: sparse::data_len(&map),
+        sparse: Some(map),
+    })
 }
 
 /// The data segments of a file, found with SEEK_DATA/SEEK_HOLE.
@@ -96,7 +119,9 @@ fn data_segments(file: &File, size: u64) -> anyhow::Result<Vec<(u64, u64)>> {
             Err(rustix::io::Errno::NXIO) => break,
             Err(e) => return Err(io::Error::from(e)).context("finding data segments"),
         };
-        let end = rustix::fs::seek(file, SeekFrom::Hole(start)).map_err(io::Error::from)?.min(size);
+        let end = rustix::fs::seek(file, SeekFrom::Hole(start))
+            .map_err(io::Error::from)?
+            .min(size);
         segments.push((start, end - start));
         pos = end;
         if segments.len() > sparse::MAX_SEGMENTS {
@@ -139,9 +164,14 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 pub fn open_data(path: &Path, entry: &Entry) -> anyhow::Result<Box<dyn Read>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     Ok(match &entry.kind {
-        Kind::File { sparse: Some(map), .. } => {
-            Box::new(Segments { file, segments: map.segments.clone(), index: 0, done: 0 })
-        }
+        Kind::File {
+            sparse: Some(map), ..
+        } => Box::new(Segments {
+            file,
+            segments: map.segments.clone(),
+            index: 0,
+            done: 0,
+        }),
         _ => Box::new(file),
     })
 }

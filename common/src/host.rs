@@ -15,7 +15,11 @@ pub struct Uname {
 pub fn uname() -> Uname {
     let u = rustix::system::uname();
     let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
-    Uname { host: text(u.nodename()), kernel: text(u.release()), arch: text(u.machine()) }
+    Uname {
+        host: text(u.nodename()),
+        kernel: text(u.release()),
+        arch: text(u.machine()),
+    }
 }
 
 /// CPU feature flags from /proc/cpuinfo (first CPU), sorted.
@@ -35,7 +39,10 @@ pub fn cpu_flags() -> Vec<String> {
 fn first_line(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
 }
 
 /// The installed CRIU version, e.g. `4.2.1`, from `criu --version` ("Version: 4.2.1").
@@ -71,7 +78,11 @@ pub fn manifest(name: &str, lxcpath: &str, include: Include) -> Manifest {
 
 /// Compares dotted versions numerically: `4.10` > `4.2`.
 pub fn version_at_least(version: &str, min: &str) -> bool {
-    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.trim().parse().unwrap_or(0)).collect() };
+    let parse = |v: &str| -> Vec<u64> {
+        v.split('.')
+            .map(|p| p.trim().parse().unwrap_or(0))
+            .collect()
+    };
     parse(version) >= parse(min)
 }
 

@@ -53,7 +53,8 @@ impl std::fmt::Display for Compression {
 pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("creating {}", path.display()))?;
             Ok(Box::new(file))
         }
         None => {
@@ -69,7 +70,10 @@ pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>>
 
 /// A File on a duplicate of stdin or stdout, bypassing std's own buffering (we buffer ourselves).
 fn std_fd(fd: BorrowedFd<'_>) -> anyhow::Result<File> {
-    Ok(File::from(fd.try_clone_to_owned().context("duplicating a standard stream")?))
+    Ok(File::from(
+        fd.try_clone_to_owned()
+            .context("duplicating a standard stream")?,
+    ))
 }
 
 /// Opens the stream input: `path`, or stdin, which must not be a terminal.
@@ -81,7 +85,9 @@ pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
         }
         None => {
             if io::stdin().is_terminal() {
-                return Err(usage("stdin is a terminal: pipe a ckpt stream in or use -i FILE"));
+                return Err(usage(
+                    "stdin is a terminal: pipe a ckpt stream in or use -i FILE",
+                ));
             }
             Ok(Box::new(std_fd(io::stdin().as_fd())?))
         }
@@ -98,8 +104,12 @@ pub fn decompress(input: Box<dyn Read + Send>) -> anyhow::Result<Box<dyn Read + 
         return Ok(Box::new(buffered));
     }
     if start.starts_with(&ZSTD_MAGIC) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
-        return Ok(Box::new(BufReader::with_capacity(STREAM_BUF, ZstdErrors(decoder))));
+        let decoder =
+            zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
+        return Ok(Box::new(BufReader::with_capacity(
+            STREAM_BUF,
+            ZstdErrors(decoder),
+        )));
     }
     Ok(Box::new(buffered))
 }
@@ -150,7 +160,10 @@ impl<W: Write> Sink<W> {
             Sink::Plain(w) => w,
             Sink::Zstd(enc) => enc.finish().context("ending the zstd frame")?,
         };
-        buffered.into_inner().map_err(|e| e.into_error()).context("flushing the stream")
+        buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing the stream")
     }
 }
 

@@ -2,18 +2,18 @@
 //! CRIU wrappers. The binaries in `tools/` only parse arguments and call one function here.
 
 pub mod bundle;
-pub mod stream;
 pub mod error;
 pub mod extract;
+pub mod fixtty;
 pub mod format;
 pub mod fsmeta;
 pub mod host;
-pub mod fixtty;
 pub mod io;
 pub mod lxc;
 pub mod pack;
 pub mod progress;
 pub mod staging;
+pub mod stream;
 pub mod tool;
 pub mod unpack;
 pub mod wire;

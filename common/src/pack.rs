@@ -27,7 +27,12 @@ pub enum Source {
     /// A bundle directory written by ckpt-unpack (possibly edited since).
     Bundle(PathBuf),
     /// LXCPATH/NAME plus, optionally, a CRIU image dir such as lxc-checkpoint -D leaves.
-    Container { name: String, lxcpath: Option<PathBuf>, images: Option<PathBuf>, rootfs: bool },
+    Container {
+        name: String,
+        lxcpath: Option<PathBuf>,
+        images: Option<PathBuf>,
+        rootfs: bool,
+    },
 }
 
 /// The directories that make up one stream.
@@ -43,7 +48,12 @@ pub struct Parts {
 pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
     let (manifest, parts) = match &cfg.source {
         Source::Bundle(dir) => Bundle::new(dir).parts()?,
-        Source::Container { name, lxcpath, images, rootfs } => {
+        Source::Container {
+            name,
+            lxcpath,
+            images,
+            rootfs,
+        } => {
             let container = Container::locate(name, lxcpath.as_deref())?;
             container_parts(&container, images.as_deref(), *rootfs)?
         }
@@ -57,19 +67,35 @@ pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
 }
 
 /// The parts and manifest of a container, with or without its rootfs and images.
-pub fn container_parts(container: &Container, images: Option<&Path>, rootfs: bool) -> anyhow::Result<(Manifest, Parts)> {
+pub fn container_parts(
+    container: &Container,
+    images: Option<&Path>,
+    rootfs: bool,
+) -> anyhow::Result<(Manifest, Parts)> {
+    container.ensure_exists()?;
     let dir = container.dir();
-    if !dir.is_dir() {
-        return Err(crate::lxc::missing(container));
-    }
     let rootfs_path = container.rootfs_path()?;
     if let Some(images) = images {
         if !images.join("inventory.img").is_file() {
-            anyhow::bail!("{} holds no CRIU images (no inventory.img): give the -D dir of lxc-checkpoint", images.display());
+            anyhow::bail!(
+                "{} holds no CRIU images (no inventory.img): give the -D dir of lxc-checkpoint",
+                images.display()
+            );
         }
     }
-    let include = Include { rootfs: if rootfs { RootfsMode::Full } else { RootfsMode::None }, images: images.is_some() };
-    let manifest = crate::host::manifest(&container.name, &container.lxcpath.to_string_lossy(), include);
+    let include = Include {
+        rootfs: if rootfs {
+            RootfsMode::Full
+        } else {
+            RootfsMode::None
+        },
+        images: images.is_some(),
+    };
+    let manifest = crate::host::manifest(
+        &container.name,
+        &container.lxcpath.to_string_lossy(),
+        include,
+    );
     let parts = Parts {
         container: dir.clone(),
         skip: vec![rootfs_path.clone()],
@@ -100,13 +126,21 @@ pub fn write_stream<W: Write>(
         stream.add_tree("images", images, &[])?;
     }
     let (counted, trailer) = stream.finish()?;
-    counted.into_inner().finish().context("writing the stream")?;
+    counted
+        .into_inner()
+        .finish()
+        .context("writing the stream")?;
     Ok(trailer)
 }
 
 /// One line describing a stream: name, entries, size.
 pub fn summary(manifest: &Manifest, trailer: &Trailer) -> String {
-    format!("{}: {} entries, {:.1} MiB", manifest.name, trailer.entries, trailer.bytes as f64 / (1 << 20) as f64)
+    format!(
+        "{}: {} entries, {:.1} MiB",
+        manifest.name,
+        trailer.entries,
+        trailer.bytes as f64 / (1 << 20) as f64
+    )
 }
 
 /// Flushes a writer, naming what failed.

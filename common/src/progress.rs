@@ -48,7 +48,10 @@ impl Progress {
 
     /// Wraps a reader so every byte read advances the display.
     pub fn reader<R: Read>(&self, inner: R) -> Counted<R> {
-        Counted { inner, progress: self.clone() }
+        Counted {
+            inner,
+            progress: self.clone(),
+        }
     }
 }
 
@@ -60,7 +63,10 @@ pub struct Counted<T> {
 
 impl<T> Counted<T> {
     pub fn writer(inner: T, progress: &Progress) -> Counted<T> {
-        Counted { inner, progress: progress.clone() }
+        Counted {
+            inner,
+            progress: progress.clone(),
+        }
     }
 
     pub fn into_inner(self) -> T {

@@ -26,7 +26,9 @@ impl StagingDir {
 
     /// Moves the staging dir to `dest` (which must not exist, or be an empty directory).
     pub fn commit(mut self, dest: &Path) -> anyhow::Result<PathBuf> {
-        let Some(dir) = self.dir.take() else { anyhow::bail!("staging dir already committed") };
+        let Some(dir) = self.dir.take() else {
+            anyhow::bail!("staging dir already committed")
+        };
         match std::fs::rename(dir.path(), dest) {
             Ok(()) => {
                 let _ = dir.keep();

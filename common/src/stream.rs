@@ -24,36 +24,55 @@ impl<W: Write> StreamWriter<W> {
         let mut json = serde_json::to_vec_pretty(manifest)?;
         json.push(b'\n');
         let mut tar = TarWriter::new(out);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let entry = Entry {
             path: MANIFEST_PATH.as_bytes().to_vec(),
-            kind: Kind::File { size: json.len() as u64, sparse: None },
+            kind: Kind::File {
+                size: json.len() as u64,
+                sparse: None,
+            },
             mode: 0o644,
             uid: 0,
             gid: 0,
-            mtime: Mtime { sec: now.as_secs() as i64, nsec: 0 },
+            mtime: Mtime {
+                sec: now.as_secs() as i64,
+                nsec: 0,
+            },
             xattrs: Vec::new(),
         };
-        tar.append(&entry, &mut &json[..]).context("writing the manifest")?;
-        Ok(StreamWriter { tar, links: LinkTracker::default() })
+        tar.append(&entry, &mut &json[..])
+            .context("writing the manifest")?;
+        Ok(StreamWriter {
+            tar,
+            links: LinkTracker::default(),
+        })
     }
 
     /// Streams the directory `dir` as bundle root `root` (`container`, `rootfs` or `images`),
     /// parents before children, in name order, without crossing into other filesystems. Paths
     /// in `skip` (and everything under them) are left out.
     pub fn add_tree(&mut self, root: &str, dir: &Path, skip: &[&Path]) -> anyhow::Result<()> {
-        let walk = WalkDir::new(dir).sort_by_file_name().same_file_system(true).follow_links(false);
+        let walk = WalkDir::new(dir)
+            .sort_by_file_name()
+            .same_file_system(true)
+            .follow_links(false);
         let mut it = walk.into_iter();
         while let Some(item) = it.next() {
             let item = item.with_context(|| format!("walking {}", dir.display()))?;
             let path = item.path();
-            if skip.iter().any(|s| *s == path) {
+            if skip.contains(&path) {
                 if item.file_type().is_dir() {
                     it.skip_current_dir();
                 }
                 continue;
             }
-            let rel = path.strip_prefix(dir).unwrap_or(path).as_os_str().as_bytes();
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(path)
+                .as_os_str()
+                .as_bytes();
             let mut bundle_path = root.as_bytes().to_vec();
             if !rel.is_empty() {
                 bundle_path.push(b'/');
@@ -64,7 +83,9 @@ impl<W: Write> StreamWriter<W> {
                 Kind::File { .. } => fsmeta::open_data(path, &entry)?,
                 _ => Box::new(std::io::empty()),
             };
-            self.tar.append(&entry, &mut data).with_context(|| format!("streaming {}", path.display()))?;
+            self.tar
+                .append(&entry, &mut data)
+                .with_context(|| format!("streaming {}", path.display()))?;
         }
         Ok(())
     }
@@ -75,11 +96,15 @@ impl<W: Write> StreamWriter<W> {
     }
 }
 
-/// What [`StreamReader::next`] found after the manifest.
+/// What [`StreamReader::next_item`] found after the manifest.
 #[derive(Debug)]
 pub enum Item {
     /// An entry under one of the bundle roots; `rel` is empty for the root directory itself.
-    Entry { root: &'static str, rel: Vec<u8>, entry: Entry },
+    Entry {
+        root: &'static str,
+        rel: Vec<u8>,
+        entry: Entry,
+    },
     /// The verified trailer; the input was read to its end.
     End(Trailer),
 }
@@ -95,21 +120,31 @@ pub struct StreamReader {
 impl StreamReader {
     pub fn open(input: Box<dyn Read + Send>) -> anyhow::Result<StreamReader> {
         let mut tar = TarReader::new(decompress(input)?);
-        let entry = match tar.next()? {
+        let entry = match tar.next_entry()? {
             Next::Entry(entry) if entry.path == MANIFEST_PATH.as_bytes() => entry,
-            _ => return Err(bad_stream("first entry is not manifest.json: not a ckpt stream")),
+            _ => {
+                return Err(bad_stream(
+                    "first entry is not manifest.json: not a ckpt stream",
+                ))
+            }
         };
-        if !matches!(entry.kind, Kind::File { sparse: None, .. }) || entry.data_size() > MAX_JSON_SIZE {
+        if !matches!(entry.kind, Kind::File { sparse: None, .. })
+            || entry.data_size() > MAX_JSON_SIZE
+        {
             return Err(bad_stream("manifest.json entry is malformed"));
         }
         let mut json = Vec::new();
         tar.data().read_to_end(&mut json)?;
         let manifest = Manifest::from_json(&json)?;
-        Ok(StreamReader { tar, manifest, manifest_json: json })
+        Ok(StreamReader {
+            tar,
+            manifest,
+            manifest_json: json,
+        })
     }
 
-    pub fn next(&mut self) -> anyhow::Result<Item> {
-        match self.tar.next()? {
+    pub fn next_item(&mut self) -> anyhow::Result<Item> {
+        match self.tar.next_entry()? {
             Next::End(trailer) => Ok(Item::End(trailer)),
             Next::Entry(entry) => match classify(&entry.path)? {
                 EntryPath::Tree { root, rel } => Ok(Item::Entry { root, rel, entry }),

@@ -50,18 +50,25 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
         Action::Verify => verify(&mut reader)?,
     };
     progress.finish();
-    note(cfg.quiet, "ckpt-unpack", &format!("{}, verified", summary(&reader.manifest, &trailer)));
+    note(
+        cfg.quiet,
+        "ckpt-unpack",
+        &format!("{}, verified", summary(&reader.manifest, &trailer)),
+    );
     Ok(())
 }
 
 /// Unpacks the rest of the stream into `dir` (an empty private dir) and returns the verified
 /// trailer. On error, `dir` holds a partial bundle that the caller must discard.
 pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trailer> {
-    std::fs::write(dir.join(MANIFEST_PATH), &reader.manifest_json).context("writing manifest.json")?;
+    std::fs::write(dir.join(MANIFEST_PATH), &reader.manifest_json)
+        .context("writing manifest.json")?;
     let mut extractor = Extractor::new(dir)?;
     loop {
-        match reader.next()? {
-            Item::Entry { root, rel, entry } => extractor.extract(root, &rel, &entry, &mut reader.data())?,
+        match reader.next_item()? {
+            Item::Entry { root, rel, entry } => {
+                extractor.extract(root, &rel, &entry, &mut reader.data())?
+            }
             Item::End(trailer) => {
                 extractor.finish()?;
                 return Ok(trailer);
@@ -72,7 +79,7 @@ pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trai
 
 fn verify(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
     loop {
-        if let Item::End(trailer) = reader.next()? {
+        if let Item::End(trailer) = reader.next_item()? {
             return Ok(trailer);
         }
     }
@@ -82,14 +89,21 @@ fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     write_manifest_summary(&mut out, &reader.manifest)?;
     loop {
-        match reader.next()? {
+        match reader.next_item()? {
             Item::Entry { entry, .. } => {
                 io::copy(&mut reader.data(), &mut io::sink())?;
-                let hash = reader.finish_entry()?.map(|h| h.to_hex().to_string()).unwrap_or_default();
+                let hash = reader
+                    .finish_entry()?
+                    .map(|h| h.to_hex().to_string())
+                    .unwrap_or_default();
                 writeln!(out, "{}", entry_line(&entry, &hash[..16]))?;
             }
             Item::End(trailer) => {
-                writeln!(out, "# trailer: {} entries, {} bytes, {}", trailer.entries, trailer.bytes, trailer.digest)?;
+                writeln!(
+                    out,
+                    "# trailer: {} entries, {} bytes, {}",
+                    trailer.entries, trailer.bytes, trailer.digest
+                )?;
                 out.flush()?;
                 return Ok(trailer);
             }
@@ -98,7 +112,11 @@ fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
 }
 
 fn write_manifest_summary(out: &mut dyn Write, m: &Manifest) -> io::Result<()> {
-    writeln!(out, "# ckpt stream v{}: container {} from {}:{}", m.version, m.name, m.host, m.lxcpath)?;
+    writeln!(
+        out,
+        "# ckpt stream v{}: container {} from {}:{}",
+        m.version, m.name, m.host, m.lxcpath
+    )?;
     writeln!(
         out,
         "# created {} on {} {}, criu {}, lxc {}, ckpt {}",
@@ -109,22 +127,44 @@ fn write_manifest_summary(out: &mut dyn Write, m: &Manifest) -> io::Result<()> {
         m.lxc.as_deref().unwrap_or("-"),
         m.ckpt
     )?;
-    let rootfs = serde_json::to_value(m.include.rootfs).ok().and_then(|v| v.as_str().map(str::to_string));
-    writeln!(out, "# includes: rootfs {}, images {}", rootfs.unwrap_or_default(), if m.include.images { "yes" } else { "no" })
+    let rootfs = serde_json::to_value(m.include.rootfs)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string));
+    writeln!(
+        out,
+        "# includes: rootfs {}, images {}",
+        rootfs.unwrap_or_default(),
+        if m.include.images { "yes" } else { "no" }
+    )
 }
 
 /// `ls -l`-like line: type+mode, uid/gid, size, data hash prefix, path (and link target).
 pub fn entry_line(entry: &Entry, hash: &str) -> String {
     let path = String::from_utf8_lossy(&entry.path);
     let (size, tail) = match &entry.kind {
-        Kind::File { sparse: Some(s), .. } => (s.real_size.to_string(), " (sparse)".to_string()),
+        Kind::File {
+            sparse: Some(s), ..
+        } => (s.real_size.to_string(), " (sparse)".to_string()),
         Kind::File { size, .. } => (size.to_string(), String::new()),
         Kind::Symlink(t) => ("0".into(), format!(" -> {}", String::from_utf8_lossy(t))),
-        Kind::Hardlink(t) => ("0".into(), format!(" link to {}", String::from_utf8_lossy(t))),
-        Kind::Char { major, minor } | Kind::Block { major, minor } => (format!("{major},{minor}"), String::new()),
+        Kind::Hardlink(t) => (
+            "0".into(),
+            format!(" link to {}", String::from_utf8_lossy(t)),
+        ),
+        Kind::Char { major, minor } | Kind::Block { major, minor } => {
+            (format!("{major},{minor}"), String::new())
+        }
         Kind::Dir | Kind::Fifo => ("0".into(), String::new()),
     };
-    format!("{}{} {}/{} {:>12} {:16} {path}{tail}", entry.type_char(), mode_string(entry.mode), entry.uid, entry.gid, size, hash)
+    format!(
+        "{}{} {}/{} {:>12} {:16} {path}{tail}",
+        entry.type_char(),
+        mode_string(entry.mode),
+        entry.uid,
+        entry.gid,
+        size,
+        hash
+    )
 }
 
 /// `rwsr-xr-t`-style permission string.
@@ -144,4 +184,3 @@ fn mode_string(mode: u32) -> String {
     }
     s
 }
-

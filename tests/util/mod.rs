@@ -16,7 +16,10 @@ pub struct Dir {
 
 impl Dir {
     pub fn new(test: &str) -> Dir {
-        let tmp = tempfile::Builder::new().prefix(&format!("ckpt-test-{test}-")).tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("ckpt-test-{test}-"))
+            .tempdir()
+            .unwrap();
         let path = tmp.path().to_path_buf();
         let tmp = if std::env::var_os("CKPT_KEEP_TEST_DIRS").is_some() {
             let _ = tmp.keep();
@@ -39,14 +42,22 @@ impl Dir {
     pub fn cmd(&self, tool: &str) -> TestCommand {
         let mut cmd = Command::new(bin(tool));
         cmd.current_dir(&self.path);
-        TestCommand { cmd, stdin: None, dir: self.path.clone() }
+        TestCommand {
+            cmd,
+            stdin: None,
+            dir: self.path.clone(),
+        }
     }
 
     /// Any program, run inside this dir.
     pub fn program(&self, program: impl AsRef<OsStr>) -> TestCommand {
         let mut cmd = Command::new(program);
         cmd.current_dir(&self.path);
-        TestCommand { cmd, stdin: None, dir: self.path.clone() }
+        TestCommand {
+            cmd,
+            stdin: None,
+            dir: self.path.clone(),
+        }
     }
 }
 
@@ -102,10 +113,17 @@ impl TestCommand {
 
     /// Runs the command to completion and returns its output.
     pub fn output(mut self) -> Run {
-        self.cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        self.cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let shown = format!("{:?}", self.cmd);
-        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+        let mut child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
         if let Some(data) = self.stdin.take() {
             let mut stdin = child.stdin.take().unwrap();
             // The tool may stop reading early (a refused stream); that is not a test failure.
@@ -114,10 +132,18 @@ impl TestCommand {
             });
             let output = child.wait_with_output().unwrap();
             writer.join().unwrap();
-            return Run { output, shown, dir: self.dir };
+            return Run {
+                output,
+                shown,
+                dir: self.dir,
+            };
         }
         let output = child.wait_with_output().unwrap();
-        Run { output, shown, dir: self.dir }
+        Run {
+            output,
+            shown,
+            dir: self.dir,
+        }
     }
 
     /// Runs and asserts exit code 0; returns the output.
@@ -156,7 +182,10 @@ impl Run {
 
     pub fn expect_code(self, code: i32) -> Run {
         if self.output.status.code() != Some(code) {
-            self.fail(&format!("expected exit code {code}, got {:?}", self.output.status));
+            self.fail(&format!(
+                "expected exit code {code}, got {:?}",
+                self.output.status
+            ));
         }
         self
     }
@@ -176,7 +205,12 @@ impl Run {
     /// Panics with everything needed to understand the failure.
     pub fn fail(&self, why: &str) -> ! {
         let mut msg = String::new();
-        let _ = writeln!(msg, "\n==== {why}\ncommand: {}\ndir: {}", self.shown, self.dir.display());
+        let _ = writeln!(
+            msg,
+            "\n==== {why}\ncommand: {}\ndir: {}",
+            self.shown,
+            self.dir.display()
+        );
         let _ = writeln!(msg, "listing:\n{}", listing(&self.dir));
         let _ = writeln!(msg, "status: {:?}", self.output.status);
         let out = String::from_utf8_lossy(&self.output.stdout);
@@ -190,7 +224,12 @@ impl Run {
 /// `find`-style listing of a directory, for failure reports.
 pub fn listing(dir: &Path) -> String {
     let mut out = String::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name().into_iter().flatten().take(200) {
+    for entry in walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .take(200)
+    {
         let _ = writeln!(out, "  {}", entry.path().display());
     }
     out
@@ -203,5 +242,8 @@ pub fn is_root() -> bool {
 
 /// Fails (never skips) a test that needs root, saying how to run it.
 pub fn require_root(what: &str) {
-    assert!(is_root(), "{what} needs root: run `sudo make test` (CI runs it as root)");
+    assert!(
+        is_root(),
+        "{what} needs root: run `sudo make test` (CI runs it as root)"
+    );
 }

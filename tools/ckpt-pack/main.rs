@@ -10,7 +10,11 @@ use clap::Parser;
 
 /// Write the ckpt stream of a container (its dir, rootfs and CRIU images) or of an unpacked bundle.
 #[derive(Parser, Debug)]
-#[command(name = "ckpt-pack", version, after_help = "Examples:\n  ckpt-pack /tmp/u1 | ssh host2 ckpt-restore\n  ckpt-pack -n u1 -D /tmp/checkpoint > u1.ckpt")]
+#[command(
+    name = "ckpt-pack",
+    version,
+    after_help = "Examples:\n  ckpt-pack /tmp/u1 | ssh host2 ckpt-restore\n  ckpt-pack -n u1 -D /tmp/checkpoint > u1.ckpt"
+)]
 struct Cli {
     /// Bundle directory written by ckpt-unpack (instead of -n NAME).
     #[arg(value_name = "BUNDLE", conflicts_with_all = ["name", "images", "no_rootfs"], required_unless_present = "name")]
@@ -21,7 +25,12 @@ struct Cli {
     #[command(flatten)]
     lxcpath: LxcPath,
     /// CRIU image directory to include, such as lxc-checkpoint -D leaves.
-    #[arg(short = 'D', long = "checkpoint-dir", value_name = "CHECKPOINT_DIR", requires = "name")]
+    #[arg(
+        short = 'D',
+        long = "checkpoint-dir",
+        value_name = "CHECKPOINT_DIR",
+        requires = "name"
+    )]
     images: Option<PathBuf>,
     /// Leave the rootfs out (the receiver already has it, e.g. on shared storage).
     #[arg(long, requires = "name")]
@@ -40,11 +49,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let source = match (cli.bundle, cli.name) {
         (Some(dir), _) => Source::Bundle(dir),
-        (None, Some(name)) => {
-            Source::Container { name, lxcpath: cli.lxcpath.lxcpath, images: cli.images, rootfs: !cli.no_rootfs }
-        }
+        (None, Some(name)) => Source::Container {
+            name,
+            lxcpath: cli.lxcpath.lxcpath,
+            images: cli.images,
+            rootfs: !cli.no_rootfs,
+        },
         (None, None) => unreachable!("clap requires BUNDLE or -n NAME"),
     };
-    let cfg = PackConfig { source, compression: cli.compress, output: cli.output, quiet: cli.quiet.quiet };
+    let cfg = PackConfig {
+        source,
+        compression: cli.compress,
+        output: cli.output,
+        quiet: cli.quiet.quiet,
+    };
     ckpt_cli::run("ckpt-pack", || pack::run(&cfg))
 }

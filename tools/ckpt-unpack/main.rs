@@ -35,6 +35,10 @@ fn main() -> ExitCode {
         (None, true) => Action::List,
         (None, false) => Action::Verify,
     };
-    let cfg = UnpackConfig { input: cli.input, action, quiet: cli.quiet.quiet };
+    let cfg = UnpackConfig {
+        input: cli.input,
+        action,
+        quiet: cli.quiet.quiet,
+    };
     ckpt_cli::run("ckpt-unpack", || unpack::run(&cfg))
 }

@@ -1,26 +1,30 @@
-//! Placeholder: LXC wrappers (temporary shim by the lead so pack compiles; the lxc-fixtty helper
-//! replaces this file with the real module and keeps these names or tells the lead).
+//! LXC wrappers shared by every tool: the container config model, a container's paths and state,
+//! the host facts that decide which LXC keys work, and running lxc-* programs.
 
-use std::path::{Path, PathBuf};
+pub mod atomic;
+mod command;
+mod config;
+mod container;
+mod error;
+mod kernel;
+mod relocate;
 
-pub struct Container {
-    pub name: String,
-    pub lxcpath: PathBuf,
-}
+use std::path::PathBuf;
 
-impl Container {
-    pub fn locate(name: &str, lxcpath: Option<&Path>) -> anyhow::Result<Container> {
-        let lxcpath = lxcpath.map_or_else(|| PathBuf::from("/var/lib/lxc"), Path::to_path_buf);
-        Ok(Container { name: name.to_string(), lxcpath })
+pub use command::run_command;
+pub use config::{in_namespace, Config, Setting};
+pub use container::{Container, State};
+pub use error::LxcError;
+pub use kernel::{apparmor_enabled, cgroup_version, devices_cgroup_version, CgroupVersion};
+pub use relocate::PathRewrite;
+
+/// Where LXC keeps containers when no `-P` is given: `lxc-config lxc.lxcpath` (which knows the
+/// system config and, for a non-root user, `~/.local/share/lxc`), or `/var/lib/lxc` when LXC is
+/// not installed.
+pub fn default_lxcpath() -> Result<PathBuf, LxcError> {
+    match run_command("lxc-config", ["lxc.lxcpath"]) {
+        Ok(out) if !out.trim().is_empty() => Ok(PathBuf::from(out.trim_end_matches('\n'))),
+        Ok(_) | Err(LxcError::NotInstalled { .. }) => Ok(PathBuf::from("/var/lib/lxc")),
+        Err(err) => Err(err),
     }
-    pub fn dir(&self) -> PathBuf {
-        self.lxcpath.join(&self.name)
-    }
-    pub fn rootfs_path(&self) -> anyhow::Result<PathBuf> {
-        Ok(self.dir().join("rootfs"))
-    }
-}
-
-pub fn missing(c: &Container) -> anyhow::Error {
-    anyhow::anyhow!("no container {} in {}", c.name, c.lxcpath.display())
 }

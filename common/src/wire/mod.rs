@@ -37,14 +37,23 @@ pub struct Mtime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file; `size` is the number of data bytes carried (the sum of the segments when sparse).
-    File { size: u64, sparse: Option<Sparse> },
+    File {
+        size: u64,
+        sparse: Option<Sparse>,
+    },
     Dir,
     /// Target bytes, stored as is and never interpreted by the writer or the reader.
     Symlink(Vec<u8>),
     /// Bundle path of an earlier entry this one is a hard link to.
     Hardlink(Vec<u8>),
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 

@@ -67,10 +67,18 @@ pub fn parse_time(value: &[u8]) -> anyhow::Result<(i64, u32)> {
         return Err(bad());
     }
     let sec: i64 = digits.parse().map_err(|_| bad())?;
-    let nsec: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| bad())? };
+    let nsec: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
     if negative {
         // -1.25 means 1.25 s before the epoch: sec -2, nsec 0.75e9.
-        Ok(if nsec == 0 { (-sec, 0) } else { (-sec - 1, 1_000_000_000 - nsec) })
+        Ok(if nsec == 0 {
+            (-sec, 0)
+        } else {
+            (-sec - 1, 1_000_000_000 - nsec)
+        })
     } else {
         Ok((sec, nsec))
     }
@@ -115,8 +123,17 @@ mod tests {
 
     #[test]
     fn times_round_trip() {
-        for (sec, nsec) in [(0, 0), (1, 5), (1_700_000_000, 123_456_789), (-1, 250_000_000), (-5, 0)] {
-            assert_eq!(parse_time(format_time(sec, nsec).as_bytes()).unwrap(), (sec, nsec));
+        for (sec, nsec) in [
+            (0, 0),
+            (1, 5),
+            (1_700_000_000, 123_456_789),
+            (-1, 250_000_000),
+            (-5, 0),
+        ] {
+            assert_eq!(
+                parse_time(format_time(sec, nsec).as_bytes()).unwrap(),
+                (sec, nsec)
+            );
         }
         assert!(parse_time(b"1.1234567891").is_err());
         assert!(parse_time(b"x").is_err());

@@ -12,7 +12,7 @@ use crate::format::{Trailer, MAX_JSON_SIZE, TRAILER_PATH};
 /// Largest pax extended header accepted (paths, links and every xattr of one entry).
 const MAX_PAX: u64 = 1 << 20;
 
-/// What [`TarReader::next`] found.
+/// What [`TarReader::next_entry`] found.
 #[derive(Debug)]
 pub enum Next {
     /// An entry; read its data with [`TarReader::data`] before the next call (or let it be skipped).
@@ -42,18 +42,26 @@ struct Open {
 
 impl<R: Read> TarReader<R> {
     pub fn new(inner: R) -> Self {
-        TarReader { inner, chain: blake3::Hasher::new(), entries: 0, bytes: 0, current: None, ended: false }
+        TarReader {
+            inner,
+            chain: blake3::Hasher::new(),
+            entries: 0,
+            bytes: 0,
+            current: None,
+            ended: false,
+        }
     }
 
     /// Reads the next entry header, skipping (but still hashing) any unread data of the previous one.
-    pub fn next(&mut self) -> anyhow::Result<Next> {
+    pub fn next_entry(&mut self) -> anyhow::Result<Next> {
         if self.ended {
             anyhow::bail!("read past the end of the stream");
         }
         self.finish_entry()?;
         let (raw, entry, pax_sparse) = self.read_header()?;
         if entry.path == TRAILER_PATH.as_bytes() {
-            if raw.len() != BLOCK as usize || !matches!(entry.kind, Kind::File { sparse: None, .. }) {
+            if raw.len() != BLOCK as usize || !matches!(entry.kind, Kind::File { sparse: None, .. })
+            {
                 return Err(bad_stream("trailer.json entry is malformed"));
             }
             let trailer = self.read_trailer(entry.data_size())?;
@@ -62,8 +70,12 @@ impl<R: Read> TarReader<R> {
         }
         self.chain.update(&raw);
         let area = entry.data_size();
-        self.current =
-            Some(Open { path: entry.path.clone(), left: area, area, content: blake3::Hasher::new() });
+        self.current = Some(Open {
+            path: entry.path.clone(),
+            left: area,
+            area,
+            content: blake3::Hasher::new(),
+        });
         match pax_sparse {
             Some(real_size) => self.read_sparse_map(entry, real_size).map(Next::Entry),
             None => Ok(Next::Entry(entry)),
@@ -82,7 +94,9 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         io::copy(&mut self.data(), &mut io::sink())?;
-        let Some(open) = self.current.take() else { return Ok(None) };
+        let Some(open) = self.current.take() else {
+            return Ok(None);
+        };
         let pad = padded(open.area) - open.area;
         self.read_zeros(pad as usize, "entry padding")?;
         let hash = open.content.finalize();
@@ -93,7 +107,9 @@ impl<R: Read> TarReader<R> {
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(open) = self.current.as_mut() else { return Ok(0) };
+        let Some(open) = self.current.as_mut() else {
+            return Ok(0);
+        };
         if open.left == 0 || buf.is_empty() {
             return Ok(0);
         }
@@ -103,7 +119,10 @@ impl<R: Read> TarReader<R> {
             let path = String::from_utf8_lossy(&open.path);
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("bad stream: truncated inside entry {path:?} ({} bytes missing)", open.left),
+                format!(
+                    "bad stream: truncated inside entry {path:?} ({} bytes missing)",
+                    open.left
+                ),
             ));
         }
         open.content.update(&buf[..got]);
@@ -120,7 +139,9 @@ impl<R: Read> TarReader<R> {
             let mut block = [0u8; BLOCK as usize];
             self.read_exact_or(&mut block, "stream truncated: it ends before its trailer")?;
             if block.iter().all(|&b| b == 0) {
-                return Err(bad_stream("stream ends without a trailer (truncated or not a ckpt stream)"));
+                return Err(bad_stream(
+                    "stream ends without a trailer (truncated or not a ckpt stream)",
+                ));
             }
             let header = checked_header(&block)?;
             raw.extend_from_slice(&block);
@@ -133,7 +154,9 @@ impl<R: Read> TarReader<R> {
             }
             let size = header.size()?;
             if size > MAX_PAX {
-                return Err(bad_stream(format!("pax header of {size} bytes is too large (limit {MAX_PAX})")));
+                return Err(bad_stream(format!(
+                    "pax header of {size} bytes is too large (limit {MAX_PAX})"
+                )));
             }
             let mut data = vec![0; padded(size) as usize];
             self.read_exact_or(&mut data, "stream truncated inside a pax header")?;
@@ -165,9 +188,14 @@ impl<R: Read> TarReader<R> {
         };
         let data = entry.data_size() - used as u64;
         if sparse::data_len(&sparse) != data {
-            return Err(bad_stream("sparse map does not match the entry's data size"));
+            return Err(bad_stream(
+                "sparse map does not match the entry's data size",
+            ));
         }
-        entry.kind = Kind::File { size: data, sparse: Some(sparse) };
+        entry.kind = Kind::File {
+            size: data,
+            sparse: Some(sparse),
+        };
         Ok(entry)
     }
 
@@ -188,7 +216,9 @@ impl<R: Read> TarReader<R> {
         }
         let digest = format!("blake3:{}", self.chain.finalize().to_hex());
         if trailer.digest != digest || trailer.bytes != self.bytes {
-            return Err(bad_stream("digest mismatch: the stream was altered or corrupted in transit"));
+            return Err(bad_stream(
+                "digest mismatch: the stream was altered or corrupted in transit",
+            ));
         }
         self.read_end()?;
         Ok(trailer)
@@ -203,7 +233,9 @@ impl<R: Read> TarReader<R> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(anyhow::Error::new(e).context("reading the end of the stream")),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("reading the end of the stream"))
+                }
             };
             if buf[..got].iter().any(|&b| b != 0) {
                 return Err(bad_stream("data after the trailer: the stream was altered"));
@@ -211,7 +243,9 @@ impl<R: Read> TarReader<R> {
             total += got as u64;
         }
         if total < 2 * BLOCK {
-            return Err(bad_stream("stream truncated after its trailer (end-of-archive blocks missing)"));
+            return Err(bad_stream(
+                "stream truncated after its trailer (end-of-archive blocks missing)",
+            ));
         }
         Ok(())
     }
@@ -220,7 +254,9 @@ impl<R: Read> TarReader<R> {
         let mut pad = [0u8; BLOCK as usize];
         self.read_exact_or(&mut pad[..n], &format!("stream truncated in {what}"))?;
         if pad[..n].iter().any(|&b| b != 0) {
-            return Err(bad_stream(format!("{what} is not zero: the stream was altered")));
+            return Err(bad_stream(format!(
+                "{what} is not zero: the stream was altered"
+            )));
         }
         Ok(())
     }
@@ -251,10 +287,14 @@ fn checked_header(block: &[u8; BLOCK as usize]) -> anyhow::Result<&Header> {
     let mut expect = header.clone();
     expect.set_cksum();
     if header.as_old().cksum != expect.as_old().cksum {
-        return Err(bad_stream("tar header checksum mismatch: the stream is corrupted"));
+        return Err(bad_stream(
+            "tar header checksum mismatch: the stream is corrupted",
+        ));
     }
     if header.as_ustar().is_none() {
-        return Err(bad_stream("tar header is not POSIX ustar: not a ckpt stream"));
+        return Err(bad_stream(
+            "tar header is not POSIX ustar: not a ckpt stream",
+        ));
     }
     Ok(header)
 }
@@ -279,7 +319,10 @@ fn parse_pax(data: &[u8]) -> anyhow::Result<PaxFields<'_>> {
     let mut seen: Vec<&[u8]> = Vec::new();
     for (key, value) in pax::parse_records(data)? {
         if seen.contains(&key) {
-            return Err(bad_stream(format!("pax key {:?} given twice", String::from_utf8_lossy(key))));
+            return Err(bad_stream(format!(
+                "pax key {:?} given twice",
+                String::from_utf8_lossy(key)
+            )));
         }
         seen.push(key);
         match key {
@@ -314,6 +357,22 @@ fn build_entry(header: &Header, pax_data: Option<&[u8]>) -> anyhow::Result<(Entr
         Some(data) => parse_pax(data)?,
         None => PaxFields::default(),
     };
+    let supported = [
+        EntryType::Regular,
+        EntryType::Directory,
+        EntryType::Symlink,
+        EntryType::Link,
+        EntryType::Char,
+        EntryType::Block,
+        EntryType::Fifo,
+    ];
+    let entry_type = header.entry_type();
+    if !supported.contains(&entry_type) {
+        return Err(bad_stream(format!(
+            "unsupported tar entry type {:?}",
+            entry_type.as_byte() as char
+        )));
+    }
     let ustar_size = header.size()?;
     let size = match pax.size {
         Some(size) if ustar_size != 0 && ustar_size != size => {
@@ -325,34 +384,48 @@ fn build_entry(header: &Header, pax_data: Option<&[u8]>) -> anyhow::Result<(Entr
     let sparse = match pax.sparse_version {
         (None, None) if pax.sparse_name.is_none() && pax.sparse_real.is_none() => None,
         (Some(b"1"), Some(b"0")) => {
-            let real = pax.sparse_real.ok_or_else(|| bad_stream("sparse file without realsize"))?;
+            let real = pax
+                .sparse_real
+                .ok_or_else(|| bad_stream("sparse file without realsize"))?;
             if pax.sparse_name.is_none() || pax.path.is_some() {
-                return Err(bad_stream("sparse file needs GNU.sparse.name and no pax path"));
+                return Err(bad_stream(
+                    "sparse file needs GNU.sparse.name and no pax path",
+                ));
             }
             Some(real)
         }
         _ => return Err(bad_stream("only GNU sparse format 1.0 is supported")),
     };
     let mut path = pax.sparse_name.or(pax.path).map(<[u8]>::to_vec);
-    let path = path.take().unwrap_or_else(|| header.path_bytes().into_owned());
-    let link = pax.linkpath.map(<[u8]>::to_vec).or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
-    let link = || link.clone().filter(|l| !l.is_empty()).ok_or_else(|| bad_stream("link entry without a target"));
+    let path = path
+        .take()
+        .unwrap_or_else(|| header.path_bytes().into_owned());
+    let link = pax
+        .linkpath
+        .map(<[u8]>::to_vec)
+        .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+    let link = || {
+        link.clone()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| bad_stream("link entry without a target"))
+    };
     let device = || -> anyhow::Result<(u32, u32)> {
-        let major = header.device_major()?.ok_or_else(|| bad_stream("device entry without a major"))?;
-        let minor = header.device_minor()?.ok_or_else(|| bad_stream("device entry without a minor"))?;
+        let major = header
+            .device_major()?
+            .ok_or_else(|| bad_stream("device entry without a major"))?;
+        let minor = header
+            .device_minor()?
+            .ok_or_else(|| bad_stream("device entry without a minor"))?;
         Ok((major, minor))
     };
-    let kind = match header.entry_type() {
+    let kind = match entry_type {
         EntryType::Regular => Kind::File { size, sparse: None },
         EntryType::Directory => Kind::Dir,
         EntryType::Symlink => Kind::Symlink(link()?),
         EntryType::Link => Kind::Hardlink(link()?),
         EntryType::Char => device().map(|(major, minor)| Kind::Char { major, minor })?,
         EntryType::Block => device().map(|(major, minor)| Kind::Block { major, minor })?,
-        EntryType::Fifo => Kind::Fifo,
-        other => {
-            return Err(bad_stream(format!("unsupported tar entry type {:?}", other.as_byte() as char)))
-        }
+        _fifo => Kind::Fifo,
     };
     if sparse.is_some() && !matches!(kind, Kind::File { .. }) {
         return Err(bad_stream("sparse header on a non-file entry"));

@@ -36,7 +36,9 @@ pub fn decode_map(buf: &[u8], real_size: u64) -> anyhow::Result<Option<(Sparse, 
         start = i + 1;
         let count = numbers[0];
         if count > MAX_SEGMENTS as u64 {
-            return Err(bad_stream(format!("sparse map has {count} segments (limit {MAX_SEGMENTS})")));
+            return Err(bad_stream(format!(
+                "sparse map has {count} segments (limit {MAX_SEGMENTS})"
+            )));
         }
         if numbers.len() as u64 == 1 + 2 * count {
             let used = padded(start as u64) as usize;
@@ -47,7 +49,10 @@ pub fn decode_map(buf: &[u8], real_size: u64) -> anyhow::Result<Option<(Sparse, 
                 return Err(bad_stream("sparse map padding is not zero"));
             }
             let segments: Vec<(u64, u64)> = numbers[1..].chunks(2).map(|c| (c[0], c[1])).collect();
-            let sparse = Sparse { real_size, segments };
+            let sparse = Sparse {
+                real_size,
+                segments,
+            };
             check(&sparse)?;
             return Ok(Some((sparse, used)));
         }
@@ -62,8 +67,11 @@ pub fn decode_map(buf: &[u8], real_size: u64) -> anyhow::Result<Option<(Sparse, 
 pub fn check(sparse: &Sparse) -> anyhow::Result<()> {
     let mut end = 0u64;
     for &(offset, len) in &sparse.segments {
-        let seg_end = offset.checked_add(len).filter(|&e| offset >= end && e <= sparse.real_size);
-        end = seg_end.ok_or_else(|| bad_stream("sparse map segments overlap or exceed the file size"))?;
+        let seg_end = offset
+            .checked_add(len)
+            .filter(|&e| offset >= end && e <= sparse.real_size);
+        end = seg_end
+            .ok_or_else(|| bad_stream("sparse map segments overlap or exceed the file size"))?;
     }
     Ok(())
 }
@@ -79,7 +87,10 @@ mod tests {
 
     #[test]
     fn map_round_trips() {
-        let sparse = Sparse { real_size: 1 << 30, segments: vec![(0, 10), (4096, 512), ((1 << 30) - 1, 1)] };
+        let sparse = Sparse {
+            real_size: 1 << 30,
+            segments: vec![(0, 10), (4096, 512), ((1 << 30) - 1, 1)],
+        };
         let bytes = encode_map(&sparse);
         assert_eq!(bytes.len() % 512, 0);
         let (back, used) = decode_map(&bytes, 1 << 30).unwrap().unwrap();
@@ -90,9 +101,15 @@ mod tests {
 
     #[test]
     fn bad_maps_refused() {
-        let overlap = Sparse { real_size: 100, segments: vec![(0, 10), (5, 10)] };
+        let overlap = Sparse {
+            real_size: 100,
+            segments: vec![(0, 10), (5, 10)],
+        };
         assert!(decode_map(&encode_map(&overlap), 100).is_err());
-        let outside = Sparse { real_size: 100, segments: vec![(95, 10)] };
+        let outside = Sparse {
+            real_size: 100,
+            segments: vec![(95, 10)],
+        };
         assert!(decode_map(&encode_map(&outside), 100).is_err());
         let mut huge = b"99999999\n".to_vec();
         huge.resize(512, 0);

@@ -28,14 +28,22 @@ pub struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, chain: blake3::Hasher::new(), entries: 0, bytes: 0, buf: vec![0; COPY_BUF] }
+        TarWriter {
+            out,
+            chain: blake3::Hasher::new(),
+            entries: 0,
+            bytes: 0,
+            buf: vec![0; COPY_BUF],
+        }
     }
 
     /// Writes one entry. `data` must yield at least `entry.data_size()` bytes (for a sparse file: its
     /// data segments, concatenated). Returns the BLAKE3 hash of the entry's data area.
     pub fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> anyhow::Result<blake3::Hash> {
         let map = match &entry.kind {
-            Kind::File { sparse: Some(s), .. } => sparse::encode_map(s),
+            Kind::File {
+                sparse: Some(s), ..
+            } => sparse::encode_map(s),
             _ => Vec::new(),
         };
         let area = map.len() as u64 + entry.data_size();
@@ -73,7 +81,11 @@ impl<W: Write> TarWriter<W> {
             digest: format!("blake3:{}", self.chain.finalize().to_hex()),
         };
         let json = serde_json::to_vec(&trailer)?;
-        let header = simple_header(TRAILER_PATH.as_bytes(), EntryType::Regular, json.len() as u64);
+        let header = simple_header(
+            TRAILER_PATH.as_bytes(),
+            EntryType::Regular,
+            json.len() as u64,
+        );
         self.out.write_all(header.as_bytes())?;
         self.out.write_all(&json)?;
         self.write_padding(json.len() as u64)?;
@@ -97,11 +109,18 @@ fn header_blocks(entry: &Entry, area: u64) -> anyhow::Result<Vec<u8>> {
     if entry.kind == Kind::Dir {
         name.push(b'/');
     }
-    if let Kind::File { sparse: Some(s), .. } = &entry.kind {
+    if let Kind::File {
+        sparse: Some(s), ..
+    } = &entry.kind
+    {
         pax::push_record(&mut records, b"GNU.sparse.major", b"1");
         pax::push_record(&mut records, b"GNU.sparse.minor", b"0");
         pax::push_record(&mut records, b"GNU.sparse.name", &name);
-        pax::push_record(&mut records, b"GNU.sparse.realsize", s.real_size.to_string().as_bytes());
+        pax::push_record(
+            &mut records,
+            b"GNU.sparse.realsize",
+            s.real_size.to_string().as_bytes(),
+        );
         let base = name.rsplit(|&b| b == b'/').next().unwrap_or_default();
         name = [&b"GNUSparseFile.0/"[..], base].concat();
     }
@@ -125,7 +144,11 @@ fn header_blocks(entry: &Entry, area: u64) -> anyhow::Result<Vec<u8>> {
 
     header.set_mode(entry.mode & 0o7777);
     for (key, value, set) in [
-        (&b"uid"[..], entry.uid, Header::set_uid as fn(&mut Header, u64)),
+        (
+            &b"uid"[..],
+            entry.uid,
+            Header::set_uid as fn(&mut Header, u64),
+        ),
         (b"gid", entry.gid, Header::set_gid),
     ] {
         if value > OCTAL_7 {
@@ -137,7 +160,11 @@ fn header_blocks(entry: &Entry, area: u64) -> anyhow::Result<Vec<u8>> {
     }
     let Entry { mtime, .. } = entry;
     if mtime.nsec != 0 || mtime.sec < 0 || mtime.sec as u64 > OCTAL_11 {
-        pax::push_record(&mut records, b"mtime", pax::format_time(mtime.sec, mtime.nsec).as_bytes());
+        pax::push_record(
+            &mut records,
+            b"mtime",
+            pax::format_time(mtime.sec, mtime.nsec).as_bytes(),
+        );
     }
     header.set_mtime(u64::try_from(mtime.sec).unwrap_or(0).min(OCTAL_11));
     if area > OCTAL_11 {

@@ -1,0 +1,50 @@
+# ckpt: build, test, demo, install. `make test` and `make demo` set up everything they need (as root).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MANDIR = $(DESTDIR)$(PREFIX)/share/man
+TOOLS = ckpt-dump ckpt-pack ckpt-unpack ckpt-restore lxc-fixtty
+CARGO ?= cargo
+
+.PHONY: all build deps test test-unit lint demo install uninstall man clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# Debian packages (LXC, busybox, sshd, zstd, ...) and a working CRIU >= 4.2; quick when present.
+deps:
+	scripts/deps
+
+# Everything: unit, CLI and root end-to-end tests (two-host test bed, real CRIU, LXC and ssh).
+test: deps
+	$(CARGO) build --release --locked
+	$(CARGO) test --release --locked --workspace
+
+# Only the tests that need neither root nor LXC.
+test-unit:
+	$(CARGO) test --locked --workspace --lib --test stream --test fixtty --test docs
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+demo: deps build
+	scripts/demo
+
+man:
+	@for page in man/*.[15]; do echo "$$page"; man --warnings -l "$$page" > /dev/null; done
+
+install: build
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5
+	for t in $(TOOLS); do install -m 0755 target/release/$$t $(BINDIR)/$$t; done
+	install -m 0644 man/*.1 $(MANDIR)/man1/
+	install -m 0644 man/*.5 $(MANDIR)/man5/
+
+uninstall:
+	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1; done
+	rm -f $(MANDIR)/man5/ckpt-stream.5
+
+clean:
+	$(CARGO) clean

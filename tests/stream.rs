@@ -1,0 +1,808 @@
+//! ckpt-pack and ckpt-unpack, run as real binaries: rootfs fidelity, listing, compression, filter
+//! manners, and hostile or broken streams.
+
+mod util;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use ckpt_common::wire::{Entry, Kind, Mtime, TarWriter};
+use util::{require_root, Dir};
+
+const MANIFEST: &str = r#"{"format":"ckpt","version":1,"name":"u1","lxcpath":"/var/lib/lxc","host":"h",
+"kernel":"k","arch":"x86_64","ckpt":"0.1.0","created":"2026-01-01T00:00:00Z",
+"include":{"rootfs":"full","images":true}}"#;
+
+/// A minimal bundle dir: manifest, container config, an empty rootfs and images dir.
+fn bundle(dir: &Path) {
+    fs::create_dir_all(dir.join("container")).unwrap();
+    fs::create_dir_all(dir.join("rootfs")).unwrap();
+    fs::create_dir_all(dir.join("images")).unwrap();
+    fs::write(dir.join("manifest.json"), MANIFEST).unwrap();
+    fs::write(dir.join("container/config"), "lxc.uts.name = u1\n").unwrap();
+    fs::write(dir.join("images/inventory.img"), [1, 2, 3]).unwrap();
+}
+
+fn setxattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// A rootfs with every kind of file and metadata the stream must keep.
+fn rich_rootfs(root: &Path) {
+    let p = |rel: &str| root.join(rel);
+    fs::create_dir_all(p("etc/empty")).unwrap();
+    fs::create_dir_all(p("dev")).unwrap();
+    fs::write(p("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    fs::write(p("bin"), vec![7u8; 300_000]).unwrap();
+    fs::set_permissions(p("bin"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(p("bin"), p("bin-link")).unwrap();
+    fs::create_dir(p("tmp")).unwrap();
+    fs::set_permissions(p("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(p("sgid"), "g").unwrap();
+    fs::set_permissions(p("sgid"), fs::Permissions::from_mode(0o2711)).unwrap();
+    symlink("/etc/passwd", p("abs-link")).unwrap();
+    symlink("../etc/passwd", p("dev/rel-link")).unwrap();
+    let sparse = fs::File::create(p("sparse")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"middle", 32 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"end", (64 << 20) - 3).unwrap();
+    drop(sparse);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p("fifo"),
+        rustix::fs::FileType::Fifo,
+        0o640.into(),
+        0,
+    )
+    .unwrap();
+    let null = rustix::fs::makedev(1, 3);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p("dev/null"),
+        rustix::fs::FileType::CharacterDevice,
+        0o666.into(),
+        null,
+    )
+    .unwrap();
+    let sda = rustix::fs::makedev(8, 1);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p("dev/sda1"),
+        rustix::fs::FileType::BlockDevice,
+        0o660.into(),
+        sda,
+    )
+    .unwrap();
+    let long = "l".repeat(200);
+    fs::create_dir_all(p(&format!("{long}/{long}"))).unwrap();
+    fs::write(p(&format!("{long}/{long}/{long}")), "deep").unwrap();
+    let odd = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9-\xff"));
+    fs::write(&odd, "latin1 name").unwrap();
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        &p("etc/passwd"),
+        Some(uid(1234)),
+        Some(gid(5678)),
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        &p("abs-link"),
+        Some(uid(42)),
+        Some(gid(43)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    // CAP_NET_BIND_SERVICE, permitted + effective, vfs_cap_data revision 2.
+    let cap = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    fs::write(p("ping"), "ping").unwrap();
+    setxattr(&p("ping"), "security.capability", &cap);
+    setxattr(&p("etc/passwd"), "user.note", b"\x00binary\xff");
+    setxattr(&p("etc"), "user.dir", b"on a dir");
+    setxattr(&p("abs-link"), "trusted.on-symlink", b"yes");
+    for (i, rel) in [
+        "etc/passwd",
+        "etc/empty",
+        "etc",
+        "abs-link",
+        "fifo",
+        "dev/null",
+        "dev",
+        "sparse",
+        "tmp",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&p(rel), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
+    }
+    set_mtime(root, 1_500_000_000, 999_999_999);
+}
+
+fn uid(n: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(n)
+}
+
+fn gid(n: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(n)
+}
+
+/// Everything compared between a source tree and its unpacked copy, for one path.
+#[derive(Debug, PartialEq)]
+struct Fact {
+    rel: Vec<u8>,
+    kind: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    rdev: u64,
+    nlink: u64,
+    data: Option<blake3::Hash>,
+    link: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
+}
+
+fn facts(root: &Path) -> Vec<Fact> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let m = fs::symlink_metadata(path).unwrap();
+        let ft = m.file_type();
+        let kind = format!(
+            "{:?}",
+            (
+                ft.is_dir(),
+                ft.is_file(),
+                ft.is_symlink(),
+                ft.is_fifo(),
+                ft.is_char_device(),
+                ft.is_block_device()
+            )
+        );
+        let mut names = vec![0u8; 65536];
+        let n = rustix::fs::llistxattr(path, &mut names).unwrap_or(0);
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = names[..n]
+            .split(|&b| b == 0)
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                let mut v = vec![0u8; 65536];
+                let len = rustix::fs::lgetxattr(path, k, &mut v).unwrap();
+                (k.to_vec(), v[..len].to_vec())
+            })
+            .collect();
+        xattrs.sort();
+        out.push(Fact {
+            rel: path
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+            kind,
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if ft.is_dir() { 0 } else { m.len() },
+            mtime: (m.mtime(), m.mtime_nsec()),
+            rdev: m.rdev(),
+            nlink: if ft.is_dir() { 0 } else { m.nlink() },
+            data: ft.is_file().then(|| blake3::hash(&fs::read(path).unwrap())),
+            link: ft
+                .is_symlink()
+                .then(|| fs::read_link(path).unwrap().as_os_str().as_bytes().to_vec()),
+            xattrs,
+            sparse: ft.is_file() && m.blocks() * 512 < m.len() / 2,
+        });
+    }
+    out
+}
+
+fn assert_same_tree(src: &Path, dst: &Path) {
+    let (a, b) = (facts(src), facts(dst));
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "different number of files in {} and {}",
+        src.display(),
+        dst.display()
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{} differs", String::from_utf8_lossy(&x.rel));
+    }
+}
+
+#[test]
+fn rootfs_survives_pack_and_unpack_field_by_field() {
+    require_root("the rootfs fidelity test (device nodes, ownership, security.* xattrs)");
+    let t = Dir::new("fidelity");
+    bundle(&t.join("b"));
+    rich_rootfs(&t.join("b/rootfs"));
+    let stream = t.cmd("ckpt-pack").arg("b").ok();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream.stdout().to_vec())
+        .ok();
+    assert_same_tree(&t.join("b/rootfs"), &t.join("out/rootfs"));
+    assert_same_tree(&t.join("b/container"), &t.join("out/container"));
+    assert_same_tree(&t.join("b/images"), &t.join("out/images"));
+    let facts = facts(&t.join("out/rootfs"));
+    let sparse = facts.iter().find(|f| f.rel == b"sparse").unwrap();
+    assert!(sparse.sparse, "sparse file was unpacked dense");
+    let bin = facts.iter().find(|f| f.rel == b"bin").unwrap();
+    assert_eq!(bin.nlink, 2, "hard link was unpacked as a copy");
+}
+
+#[test]
+fn container_source_streams_dir_rootfs_and_images() {
+    let t = Dir::new("container");
+    fs::create_dir_all(t.join("lxc/u1/rootfs/etc")).unwrap();
+    fs::write(
+        t.join("lxc/u1/config"),
+        format!(
+            "lxc.rootfs.path = dir:{}\n",
+            t.join("lxc/u1/rootfs").display()
+        ),
+    )
+    .unwrap();
+    fs::write(t.join("lxc/u1/rootfs/etc/hostname"), "u1\n").unwrap();
+    fs::create_dir(t.join("ck")).unwrap();
+    fs::write(t.join("ck/inventory.img"), "inv").unwrap();
+    fs::write(t.join("ck/pages-1.img"), vec![9u8; 100_000]).unwrap();
+    let lxcpath = t.join("lxc");
+    let run = t
+        .cmd("ckpt-pack")
+        .args(["-n", "u1", "-P"])
+        .arg(&lxcpath)
+        .args(["-D", "ck", "-o", "u1.ckpt"])
+        .ok();
+    assert!(run.stderr_str().contains("u1:"), "no summary line");
+    let list = t
+        .cmd("ckpt-unpack")
+        .args(["--list", "-i", "u1.ckpt"])
+        .ok()
+        .stdout_str();
+    for needle in [
+        "container/config",
+        "rootfs/etc/hostname",
+        "images/pages-1.img",
+        "# trailer: ",
+    ] {
+        assert!(list.contains(needle), "--list lacks {needle}:\n{list}");
+    }
+    assert!(
+        !list.contains("container/rootfs"),
+        "rootfs streamed twice:\n{list}"
+    );
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out", "-i", "u1.ckpt"])
+        .ok();
+    assert_eq!(
+        fs::read(t.join("out/images/pages-1.img")).unwrap(),
+        vec![9u8; 100_000]
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.join("out/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["name"], "u1");
+    assert_eq!(manifest["lxcpath"], lxcpath.to_str().unwrap());
+    // No rootfs: the manifest says so and rootfs/ is absent.
+    let list = t
+        .cmd("ckpt-pack")
+        .args(["-n", "u1", "-P"])
+        .arg(&lxcpath)
+        .arg("--no-rootfs")
+        .ok();
+    let list = t
+        .cmd("ckpt-unpack")
+        .arg("--list")
+        .stdin(list.stdout().to_vec())
+        .ok()
+        .stdout_str();
+    assert!(
+        list.contains("rootfs none") && !list.contains("rootfs/etc"),
+        "{list}"
+    );
+}
+
+#[test]
+fn edited_bundle_is_repacked_with_fresh_hashes() {
+    let t = Dir::new("repack");
+    bundle(&t.join("b"));
+    let first = t.cmd("ckpt-pack").arg("b").ok();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "u"])
+        .stdin(first.stdout().to_vec())
+        .ok();
+    fs::write(t.join("u/container/config"), "lxc.uts.name = edited\n").unwrap();
+    let second = t.cmd("ckpt-pack").arg("u").ok();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "v"])
+        .stdin(second.stdout().to_vec())
+        .ok();
+    assert_eq!(
+        fs::read_to_string(t.join("v/container/config")).unwrap(),
+        "lxc.uts.name = edited\n"
+    );
+}
+
+#[test]
+fn zstd_streams_round_trip_and_are_checked() {
+    let t = Dir::new("zstd");
+    bundle(&t.join("b"));
+    fs::write(t.join("b/rootfs/big"), "compressible ".repeat(100_000)).unwrap();
+    let plain = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
+    let z = t
+        .cmd("ckpt-pack")
+        .args(["b", "--compress", "zstd:3"])
+        .ok()
+        .stdout()
+        .to_vec();
+    assert!(
+        z.len() * 10 < plain.len(),
+        "zstd did not compress: {} vs {}",
+        z.len(),
+        plain.len()
+    );
+    assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(z.clone())
+        .ok();
+    assert_eq!(
+        fs::read(t.join("out/rootfs/big")).unwrap(),
+        fs::read(t.join("b/rootfs/big")).unwrap()
+    );
+    // Some bits of a zstd frame are redundant (window size, unused table bits): flipping them
+    // changes nothing that is decoded. Every flip must be refused unless the decoded stream is
+    // byte-for-byte the original, which the trailer then proves.
+    let decoded = zstd::decode_all(&z[..]).unwrap();
+    let mut refused = 0;
+    for i in 0..z.len() {
+        let mut bad = z.clone();
+        bad[i] ^= 0x01;
+        let run = t
+            .cmd("ckpt-unpack")
+            .args(["-q", "--verify"])
+            .stdin(bad.clone())
+            .output();
+        if run.code() == Some(0) {
+            let same = zstd::decode_all(&bad[..])
+                .map(|d| d == decoded)
+                .unwrap_or(false);
+            assert!(
+                same,
+                "flip at {i} changed the decoded stream yet was accepted"
+            );
+        } else {
+            refused += 1;
+            run.expect_code(1).one_line_error("bad stream");
+        }
+    }
+    assert!(
+        refused > z.len() * 9 / 10,
+        "only {refused} of {} flips refused",
+        z.len()
+    );
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .stdin(z[..z.len() - 1].to_vec())
+        .fails(1)
+        .one_line_error("bad stream");
+    let mut trailing = z.clone();
+    trailing.extend_from_slice(b"garbage");
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .stdin(trailing)
+        .fails(1)
+        .one_line_error("");
+}
+
+#[test]
+fn pack_refuses_a_terminal_and_fails_on_a_broken_pipe() {
+    let t = Dir::new("filter");
+    bundle(&t.join("b"));
+    fs::write(t.join("b/rootfs/big"), vec![1u8; 8 << 20]).unwrap();
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let tty = fs::OpenOptions::new()
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let out = std::process::Command::new(util::bin("ckpt-pack"))
+        .current_dir(t.path())
+        .arg("b")
+        .stdout(tty)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("terminal"));
+
+    // The reader goes away after one byte: the writer must fail, not exit 0.
+    let mut child = std::process::Command::new(util::bin("ckpt-pack"))
+        .current_dir(t.path())
+        .arg("b")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut stdout, &mut one).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Broken pipe") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let t = Dir::new("usage");
+    t.cmd("ckpt-pack").fails(2);
+    t.cmd("ckpt-unpack").fails(2);
+    t.cmd("ckpt-pack")
+        .args(["b", "--compress", "gzip"])
+        .fails(2);
+    fs::create_dir(t.join("full")).unwrap();
+    fs::write(t.join("full/x"), "").unwrap();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "full"])
+        .stdin(Vec::new())
+        .fails(2)
+        .one_line_error("not empty");
+    t.cmd("ckpt-pack")
+        .arg("missing-bundle")
+        .fails(1)
+        .one_line_error("missing-bundle");
+    t.cmd("ckpt-pack")
+        .args(["-n", "nope", "-P"])
+        .arg(t.path())
+        .fails(1)
+        .one_line_error("nope");
+}
+
+// ---- hostile and broken streams ----
+
+fn meta(path: &[u8], kind: Kind) -> Entry {
+    Entry {
+        path: path.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: Mtime::default(),
+        xattrs: Vec::new(),
+    }
+}
+
+fn file(path: &[u8], data: &[u8]) -> (Entry, Vec<u8>) {
+    (
+        meta(
+            path,
+            Kind::File {
+                size: data.len() as u64,
+                sparse: None,
+            },
+        ),
+        data.to_vec(),
+    )
+}
+
+fn dir(path: &[u8]) -> (Entry, Vec<u8>) {
+    (meta(path, Kind::Dir), Vec::new())
+}
+
+/// A stream with a valid manifest and a valid trailer around `entries`, so only the defence under
+/// test can refuse it.
+fn forge(entries: &[(Entry, Vec<u8>)]) -> Vec<u8> {
+    let mut w = TarWriter::new(Vec::new());
+    let (m, data) = file(b"manifest.json", MANIFEST.as_bytes());
+    w.append(&m, &mut &data[..]).unwrap();
+    for (entry, data) in entries {
+        w.append(entry, &mut &data[..]).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+/// Unpacks `stream` into `t/out` and checks the refusal leaves no trace.
+fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream)
+        .fails(1)
+        .one_line_error(needle);
+    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    let leftovers: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".ckpt-staging"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging dir left behind: {leftovers:?}"
+    );
+    assert!(
+        fs::read_dir(t.join("outside")).unwrap().next().is_none(),
+        "something was written outside"
+    );
+}
+
+fn hostile_dir(name: &str) -> Dir {
+    let t = Dir::new(name);
+    fs::create_dir(t.join("outside")).unwrap();
+    t
+}
+
+#[test]
+fn escaping_paths_are_refused() {
+    let t = hostile_dir("paths");
+    let outside = t.join("outside");
+    let outside = outside.as_os_str().as_bytes();
+    for (path, needle) in [
+        (b"../x".to_vec(), "outside the bundle roots"),
+        (b"rootfs/../../outside/x".to_vec(), "'..'"),
+        ([b"rootfs/", outside].concat(), "'.', '..' or empty"),
+        ([&b"/"[..], outside, b"/x"].concat(), "absolute"),
+        (b"etc/passwd".to_vec(), "outside the bundle roots"),
+        (b"rootfs/./x".to_vec(), "'.'"),
+    ] {
+        refused(&t, forge(&[dir(b"rootfs"), file(&path, b"evil")]), needle);
+    }
+}
+
+#[test]
+fn symlink_then_write_is_refused() {
+    let t = hostile_dir("symlinks");
+    let outside = t.join("outside").into_os_string().into_vec();
+    use std::os::unix::ffi::OsStringExt;
+    let link =
+        |path: &[u8], target: &[u8]| (meta(path, Kind::Symlink(target.to_vec())), Vec::new());
+    refused(
+        &t,
+        forge(&[
+            dir(b"rootfs"),
+            link(b"rootfs/x", &outside),
+            file(b"rootfs/x/passwd", b"evil"),
+        ]),
+        "symlink",
+    );
+    refused(
+        &t,
+        forge(&[
+            dir(b"rootfs"),
+            link(b"rootfs/x", b"/etc"),
+            file(b"rootfs/x/passwd", b"evil"),
+        ]),
+        "symlink",
+    );
+    let chain = [
+        dir(b"rootfs"),
+        link(b"rootfs/a", b".."),
+        link(b"rootfs/b", b"a/.."),
+        file(b"rootfs/b/outside/x", b"e"),
+    ];
+    refused(&t, forge(&chain), "symlink");
+    refused(
+        &t,
+        forge(&[
+            dir(b"rootfs"),
+            link(b"rootfs/d", b"."),
+            dir(b"rootfs/d/sub"),
+        ]),
+        "symlink",
+    );
+}
+
+#[test]
+fn hard_links_out_of_place_are_refused() {
+    let t = hostile_dir("hardlinks");
+    let hard =
+        |path: &[u8], target: &[u8]| (meta(path, Kind::Hardlink(target.to_vec())), Vec::new());
+    let outside = [t.join("outside").as_os_str().as_bytes(), b"/x"].concat();
+    fs::write(t.join("outside/x"), "victim").unwrap();
+    let res = std::panic::catch_unwind(|| ());
+    drop(res);
+    refused_keep_outside(
+        &t,
+        forge(&[dir(b"rootfs"), hard(b"rootfs/h", &outside)]),
+        "absolute",
+    );
+    refused_keep_outside(
+        &t,
+        forge(&[dir(b"rootfs"), hard(b"rootfs/h", b"../outside/x")]),
+        "outside the bundle roots",
+    );
+    let cross = [
+        dir(b"container"),
+        file(b"container/config", b"c"),
+        dir(b"rootfs"),
+        hard(b"rootfs/h", b"container/config"),
+    ];
+    refused_keep_outside(&t, forge(&cross), "bundle root");
+    refused_keep_outside(
+        &t,
+        forge(&[dir(b"rootfs"), hard(b"rootfs/h", b"rootfs/later")]),
+        "not in the stream before",
+    );
+}
+
+/// Like [`refused`], for tests that keep a victim file in outside/.
+fn refused_keep_outside(t: &Dir, stream: Vec<u8>, needle: &str) {
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream)
+        .fails(1)
+        .one_line_error(needle);
+    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    assert_eq!(fs::read_to_string(t.join("outside/x")).unwrap(), "victim");
+    assert_eq!(
+        fs::metadata(t.join("outside/x")).unwrap().nlink(),
+        1,
+        "outside file was linked"
+    );
+}
+
+#[test]
+fn duplicates_and_misordered_entries_are_refused() {
+    let t = hostile_dir("dups");
+    refused(
+        &t,
+        forge(&[
+            dir(b"rootfs"),
+            file(b"rootfs/a", b"1"),
+            file(b"rootfs/a", b"2"),
+        ]),
+        "duplicate",
+    );
+    refused(
+        &t,
+        forge(&[dir(b"rootfs"), dir(b"rootfs/d"), dir(b"rootfs/d")]),
+        "duplicate",
+    );
+    refused(&t, forge(&[dir(b"rootfs"), dir(b"rootfs")]), "duplicate");
+    refused(
+        &t,
+        forge(&[file(b"rootfs/a", b"1")]),
+        "before the rootfs/ directory",
+    );
+    refused(
+        &t,
+        forge(&[dir(b"rootfs"), file(b"rootfs/no/such/a", b"1")]),
+        "not in the stream before",
+    );
+    refused(
+        &t,
+        forge(&[file(b"rootfs", b"not a dir")]),
+        "not a directory",
+    );
+    refused(
+        &t,
+        forge(&[dir(b"rootfs"), file(b"manifest.json", b"{}")]),
+        "twice",
+    );
+}
+
+#[test]
+fn unknown_entry_types_are_refused() {
+    let t = hostile_dir("types");
+    let mut stream = forge(&[dir(b"rootfs"), file(b"rootfs/a", b"1")]);
+    // Find rootfs/a's header and turn it into a GNU long-name ('L') entry with a valid checksum.
+    let at = (0..stream.len())
+        .step_by(512)
+        .find(|&i| stream[i..].starts_with(b"rootfs/a\0"))
+        .unwrap();
+    for ty in [b'L', b'S', b'g', b'7', b'V'] {
+        let mut bad = stream.clone();
+        bad[at + 156] = ty;
+        let header = tar::Header::from_byte_slice(&bad[at..at + 512]);
+        let mut fixed = header.clone();
+        fixed.set_cksum();
+        bad[at..at + 512].copy_from_slice(fixed.as_bytes());
+        refused(&t, bad, "unsupported");
+    }
+    stream.clear();
+}
+
+#[test]
+fn corruption_truncation_and_forged_trailers_are_refused() {
+    let t = hostile_dir("corrupt");
+    let good = forge(&[
+        dir(b"rootfs"),
+        file(b"rootfs/a", &[5u8; 3000]),
+        file(b"rootfs/b", b"bee"),
+    ]);
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .stdin(good.clone())
+        .ok();
+    for i in (0..good.len()).step_by(61) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x04;
+        refused(&t, bad, "");
+    }
+    // Truncated at every entry boundary and in the middle of entries.
+    for cut in (0..good.len())
+        .step_by(512)
+        .chain([700, 2000, good.len() - 100])
+    {
+        refused(&t, good[..cut].to_vec(), "truncated");
+    }
+    // No trailer at all: the tar end blocks right after the last entry.
+    let mut w = TarWriter::new(Vec::new());
+    let (m, data) = file(b"manifest.json", MANIFEST.as_bytes());
+    w.append(&m, &mut &data[..]).unwrap();
+    let (r, _) = dir(b"rootfs");
+    w.append(&r, &mut std::io::empty()).unwrap();
+    let mut bytes = std::mem::replace(&mut w, TarWriter::new(Vec::new()))
+        .finish()
+        .unwrap()
+        .0;
+    let trailer_at = bytes.len() - 1024 - 1024;
+    bytes.truncate(trailer_at);
+    bytes.extend_from_slice(&[0u8; 1024]);
+    refused(&t, bytes, "without a trailer");
+    // A forged trailer: right format and count, wrong digest (fixed header checksum).
+    let text = String::from_utf8_lossy(&good).into_owned();
+    let at = text.find("\"digest\":\"blake3:").unwrap() + 17;
+    let mut forged = good.clone();
+    forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
+    refused(&t, forged, "digest mismatch");
+    let count_at = text.find("\"entries\":").unwrap() + 10;
+    let mut lying = good.clone();
+    lying[count_at] += 1;
+    refused(&t, lying, "entries");
+}
+
+#[test]
+fn huge_declared_size_is_refused_without_allocating() {
+    let t = hostile_dir("huge");
+    let mut stream = forge(&[dir(b"rootfs"), file(b"rootfs/a", b"x")]);
+    let at = (0..stream.len())
+        .step_by(512)
+        .find(|&i| stream[i..].starts_with(b"rootfs/a\0"))
+        .unwrap();
+    let header = tar::Header::from_byte_slice(&stream[at..at + 512]);
+    let mut big = header.clone();
+    big.set_size(1 << 40);
+    big.set_cksum();
+    stream[at..at + 512].copy_from_slice(big.as_bytes());
+    stream.truncate(at + 512 + 4096);
+    refused(&t, stream, "truncated");
+}
