@@ -2,6 +2,10 @@
 //! CRIU wrappers. The binaries in `tools/` only parse arguments and call one function here.
 
 pub mod bundle;
+pub mod checkpoint;
+pub mod compat;
+pub mod criu;
+pub mod dump;
 pub mod error;
 pub mod extract;
 pub mod fixtty;
@@ -12,11 +16,14 @@ pub mod io;
 pub mod lxc;
 pub mod pack;
 pub mod progress;
+pub mod restore;
+pub mod stats;
 pub mod staging;
 pub mod stream;
 pub mod tool;
 pub mod unpack;
 pub mod wire;
+pub mod workdir;
 
 pub use error::{Error, Result};
 

@@ -100,3 +100,34 @@ pub fn note(quiet: bool, tool: &str, message: &str) {
         let _ = writeln!(io::stderr(), "{tool}: {message}");
     }
 }
+
+/// Counts the bytes that pass through a writer, readable after the writer is gone.
+#[derive(Clone, Default)]
+pub struct ByteCount(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl ByteCount {
+    pub fn wrap<W: Write>(&self, inner: W) -> CountingWriter<W> {
+        CountingWriter { inner, count: self.clone() }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub struct CountingWriter<W> {
+    inner: W,
+    count: ByteCount,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.0.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

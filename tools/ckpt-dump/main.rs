@@ -1,2 +1,67 @@
-//! ckpt-dump: placeholder.
-fn main() {}
+//! ckpt-dump: checkpoints a running LXC container with CRIU and writes its stream to stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ckpt_cli::{LxcPath, Quiet};
+use ckpt_common::dump::{self, DumpConfig};
+use ckpt_common::io::Compression;
+use clap::Parser;
+
+/// Checkpoint a running container (through lxc-checkpoint and CRIU) and write its stream to stdout.
+/// If the stream cannot be delivered, or the receiver reports failure (--ack), the container is
+/// restored here.
+#[derive(Parser, Debug)]
+#[command(name = "ckpt-dump", version, after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
+    mkfifo /tmp/ack; set -o pipefail; ckpt-dump --ack /tmp/ack u1 | ssh host2 ckpt-restore > /tmp/ack")]
+struct Cli {
+    /// Container to checkpoint.
+    #[arg(value_name = "NAME", required_unless_present = "name_flag")]
+    name: Option<String>,
+    /// Container to checkpoint (as lxc-checkpoint spells it).
+    #[arg(short = 'n', long = "name", value_name = "NAME", conflicts_with = "name")]
+    name_flag: Option<String>,
+    #[command(flatten)]
+    lxcpath: LxcPath,
+    /// Keep the container running after the checkpoint (a snapshot) instead of stopping it.
+    #[arg(long)]
+    leave_running: bool,
+    /// Leave the rootfs out of the stream (the destination already has it).
+    #[arg(long)]
+    no_rootfs: bool,
+    /// Compression of the whole stream: none, zstd or zstd:LEVEL.
+    #[arg(long, value_name = "none|zstd[:LEVEL]", default_value = "zstd:1")]
+    compress: Compression,
+    /// Write timings, sizes and CRIU's dump statistics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
+    /// Keep the CRIU images in DIR (new or empty) for a manual restore.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// After the stream, wait for ckpt-restore's result line on FILE (a fifo or /dev/fd/N): remove
+    /// the source copy on success, restore it here on failure or EOF.
+    #[arg(long, value_name = "FILE")]
+    ack: Option<PathBuf>,
+    /// Write the stream to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    quiet: Quiet,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = DumpConfig {
+        name: cli.name.or(cli.name_flag).unwrap_or_default(),
+        lxcpath: cli.lxcpath.lxcpath,
+        leave_running: cli.leave_running,
+        rootfs: !cli.no_rootfs,
+        compression: cli.compress,
+        stats: cli.stats,
+        keep: cli.keep,
+        ack: cli.ack,
+        output: cli.output,
+        quiet: cli.quiet.quiet,
+    };
+    ckpt_cli::run("ckpt-dump", || dump::run(&cfg))
+}

@@ -1,2 +1,41 @@
-//! ckpt-restore: placeholder.
-fn main() {}
+//! ckpt-restore: reads a ckpt stream, installs the container under LXCPATH and restores it running.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ckpt_cli::{LxcPath, Quiet};
+use ckpt_common::restore::{self, RestoreConfig};
+use clap::Parser;
+
+/// Read a ckpt stream from stdin, verify it completely, install the container under LXCPATH and
+/// restore it running. Prints one JSON result line on stdout; exits 0 only when the container runs.
+#[derive(Parser, Debug)]
+#[command(name = "ckpt-restore", version, after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
+    ckpt-restore -P /srv/lxc < u1.ckpt\n  ckpt-restore --check < u1.ckpt")]
+struct Cli {
+    #[command(flatten)]
+    lxcpath: LxcPath,
+    /// Verify the stream and say whether it could be restored here; change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Write timings, sizes and CRIU's restore statistics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
+    /// Read the stream from FILE instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    #[command(flatten)]
+    quiet: Quiet,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = RestoreConfig {
+        lxcpath: cli.lxcpath.lxcpath,
+        stats: cli.stats,
+        check: cli.check,
+        input: cli.input,
+        quiet: cli.quiet.quiet,
+    };
+    ckpt_cli::run("ckpt-restore", || restore::run(&cfg))
+}

@@ -170,6 +170,7 @@ impl fmt::Display for Config {
             }
             match line {
                 Line::Entry { raw: Some(raw), .. } | Line::Other(raw) => f.write_str(raw)?,
+                Line::Entry { key, value, raw: None } if value.is_empty() => write!(f, "{key} =")?,
                 Line::Entry { key, value, raw: None } => write!(f, "{key} = {value}")?,
             }
         }

@@ -1,0 +1,100 @@
+//! Dumps and restores a container through lxc-checkpoint (LXC knows its namespaces, cgroups and
+//! mounts), handing CRIU per-command options through CRIU_CONFIG_FILE.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::criu::{self, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
+use crate::lxc::{Container, State};
+
+/// How long a restored container may take to report RUNNING.
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Checkpoints `container` into `images` (an empty dir). With `stop`, CRIU kills the container's
+/// tasks once the images are written (lxc-checkpoint -s); without, the container keeps running.
+pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<()> {
+    let options = OptionsFile::new(DUMP_OPTIONS)?;
+    let log = images.join("lxc-checkpoint.log");
+    let mut cmd = lxc_checkpoint(container, images, &options, &log)?;
+    if stop {
+        cmd.arg("-s");
+    }
+    let status = cmd.status().context("running lxc-checkpoint (is LXC installed?)")?;
+    if status.success() && images.join("inventory.img").is_file() {
+        return Ok(());
+    }
+    Err(failure("dump", container, &images.join("dump.log"), &log))
+}
+
+/// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so
+/// that `ssh host ckpt-restore` returns, and waits until LXC reports it RUNNING.
+pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
+    let options = OptionsFile::new(RESTORE_OPTIONS)?;
+    let log = images.join("lxc-checkpoint.log");
+    let status = lxc_checkpoint(container, images, &options, &log)?
+        .args(["-r", "-d"])
+        .status()
+        .context("running lxc-checkpoint -r (is LXC installed?)")?;
+    if !status.success() {
+        return Err(failure("restore", container, &images.join("restore.log"), &log));
+    }
+    let start = Instant::now();
+    loop {
+        match container.state() {
+            Ok(State::Running) => return Ok(()),
+            _ if start.elapsed() > RUNNING_TIMEOUT => {
+                return Err(failure("restore", container, &images.join("restore.log"), &log)
+                    .context(format!("{} is not RUNNING {}s after restore", container.name, RUNNING_TIMEOUT.as_secs())));
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// `lxc-checkpoint -P LXCPATH -n NAME -D IMAGES`, stdin closed, stdout and stderr to `log`: the
+/// monitor LXC forks on restore inherits them, and must hold no pipe of ours.
+fn lxc_checkpoint(container: &Container, images: &Path, options: &OptionsFile, log: &Path) -> anyhow::Result<Command> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new("lxc-checkpoint");
+    cmd.arg("-P")
+        .arg(&container.lxcpath)
+        .arg("-n")
+        .arg(&container.name)
+        .arg("-D")
+        .arg(images)
+        .env("CRIU_CONFIG_FILE", options.path())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(cmd)
+}
+
+/// An error naming the failed step, CRIU's own reason and where its full log is kept.
+fn failure(action: &str, container: &Container, criu_log: &Path, lxc_log: &Path) -> anyhow::Error {
+    let kept = keep_log(criu_log, &container.name, action);
+    let reason = criu::log_error(criu_log)
+        .or_else(|| criu::log_error(lxc_log))
+        .or_else(|| last_line(lxc_log))
+        .unwrap_or_else(|| "no reason logged".to_string());
+    let at = kept.map(|p| format!(" (CRIU log: {})", p.display())).unwrap_or_default();
+    anyhow::anyhow!("CRIU {action} of {} failed: {reason}{at}", container.name)
+}
+
+/// Copies a CRIU log out of a work dir that is about to be removed.
+fn keep_log(log: &Path, name: &str, action: &str) -> Option<PathBuf> {
+    let dir = Path::new("/var/log/ckpt");
+    std::fs::create_dir_all(dir).ok()?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let dest = dir.join(format!("{name}-{action}-{stamp}.log"));
+    std::fs::copy(log, &dest).ok()?;
+    Some(dest)
+}
+
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}

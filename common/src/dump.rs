@@ -1,0 +1,195 @@
+//! ckpt-dump: checkpoints a running container and streams it; if the stream cannot be delivered,
+//! or the receiver reports failure (--ack), it restores the container here, so it is never lost.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::checkpoint;
+use crate::fixtty::{Host, Survey};
+use crate::io::{open_output, Compression};
+use crate::lxc::Container;
+use crate::pack::{container_parts, summary, write_stream};
+use crate::progress::{note, Progress};
+use crate::stats::{mb_per_s, ms, write_json, DumpReport, RestoreResult};
+use crate::workdir::WorkDir;
+
+const TOOL: &str = "ckpt-dump";
+
+#[derive(Debug, Clone)]
+pub struct DumpConfig {
+    pub name: String,
+    pub lxcpath: Option<PathBuf>,
+    /// Keep the container running after the checkpoint (a snapshot) instead of stopping it.
+    pub leave_running: bool,
+    pub rootfs: bool,
+    pub compression: Compression,
+    pub stats: Option<PathBuf>,
+    /// Keep the CRIU images in this dir (new or empty) instead of a private work dir.
+    pub keep: Option<PathBuf>,
+    /// Wait for ckpt-restore's result line on this file (a fifo, /dev/fd/N) after the stream.
+    pub ack: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let container = Container::locate(&cfg.name, cfg.lxcpath.as_deref())?;
+    if !container.is_running() {
+        anyhow::bail!(
+            "container {} is not running: ckpt-dump checkpoints a running container (stream a stopped one with ckpt-pack -n {} -P {})",
+            container.name,
+            container.name,
+            container.lxcpath.display()
+        );
+    }
+    ensure_checkpointable(&container)?;
+    // Everything that can be refused is refused before the container is touched.
+    let out = open_output(cfg.output.as_deref())?;
+    let ack = cfg.ack.as_deref().map(open_ack).transpose()?;
+    let work = WorkDir::new(&container, cfg.keep.as_deref())?;
+    let mut report = DumpReport { name: container.name.clone(), compression: cfg.compression.to_string(), ..Default::default() };
+
+    let t = Instant::now();
+    checkpoint::dump(&container, work.path(), !cfg.leave_running)?;
+    report.phases_ms.checkpoint = ms(t.elapsed());
+    report.criu_dump = crate::criu::dump_stats(work.path());
+    note(cfg.quiet, TOOL, &format!("{}: checkpointed in {} ms", container.name, report.phases_ms.checkpoint));
+
+    // From here on, unless --leave-running, the container is stopped and only its images exist.
+    let t = Instant::now();
+    let progress = Progress::new(TOOL, None, cfg.quiet);
+    let (manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
+    let counter = crate::progress::ByteCount::default();
+    let streamed = write_stream(counter.wrap(out), &manifest, &parts, cfg.compression, &progress);
+    progress.finish();
+    report.phases_ms.stream = ms(t.elapsed());
+    release_stdout();
+    let trailer = match streamed {
+        Ok(trailer) => trailer,
+        Err(err) => return rollback(cfg, &container, work, err.context("the stream was not delivered")),
+    };
+    report.bytes = trailer.bytes;
+    report.wire_bytes = counter.get();
+    report.throughput_mb_s = mb_per_s(trailer.bytes, t.elapsed());
+    note(cfg.quiet, TOOL, &format!("{}, streamed in {} ms", summary(&manifest, &trailer), report.phases_ms.stream));
+
+    report.outcome = match ack {
+        None if cfg.leave_running => "snapshot: container still running here".to_string(),
+        None => {
+            note(cfg.quiet, TOOL, &format!(
+                "{} is stopped here; once it runs on the destination remove it with: lxc-destroy -n {} -P {}",
+                container.name, container.name, container.lxcpath.display()
+            ));
+            "streamed: container stopped here".to_string()
+        }
+        Some(ack) => {
+            let t = Instant::now();
+            let result = read_ack(ack, &container.name);
+            report.phases_ms.ack_wait = ms(t.elapsed());
+            match result {
+                Ok(result) => {
+                    report.downtime_ms = Some(report.phases_ms.checkpoint + report.phases_ms.stream + result.timings_ms.restore);
+                    report.restore = Some(result.clone());
+                    give_up_source(cfg, &container)?;
+                    format!("migrated: running on {} in {}", result.host, result.lxcpath)
+                }
+                Err(err) => return rollback(cfg, &container, work, err),
+            }
+        }
+    };
+    report.phases_ms.total = ms(start.elapsed());
+    if let Some(path) = &cfg.stats {
+        write_json(path, &report)?;
+    }
+    work.finish()?;
+    Ok(())
+}
+
+/// Refuses a container that lxc-fixtty would change: CRIU would fail on it after freezing it.
+fn ensure_checkpointable(container: &Container) -> anyhow::Result<()> {
+    let survey = Survey::take(container, &Host::detect())?;
+    if let Some(first) = survey.problems.first() {
+        let more = survey.problems.len() - 1;
+        let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        anyhow::bail!(
+            "{} is not checkpointable: {first}{more}: run lxc-fixtty -P {} {} (then restart it)",
+            container.name,
+            container.lxcpath.display(),
+            container.name
+        );
+    }
+    Ok(())
+}
+
+/// Opens the ack file now: opening a fifo waits for its writer, which the shell opens for
+/// `ssh ... > fifo` at the same time as our stdout pipe.
+fn open_ack(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening the ack file {}", path.display()))?;
+    Ok(BufReader::new(file))
+}
+
+/// Reads ckpt-restore's one-line result; anything but a RUNNING container of this name is failure.
+fn read_ack(mut ack: BufReader<std::fs::File>, name: &str) -> anyhow::Result<RestoreResult> {
+    let mut line = String::new();
+    ack.read_line(&mut line).context("reading the receiver's result")?;
+    if line.trim().is_empty() {
+        anyhow::bail!("the receiver ended without reporting a restore (killed, or the connection was lost)");
+    }
+    let result: RestoreResult = serde_json::from_str(line.trim())
+        .map_err(|e| anyhow::anyhow!("the receiver's result is not a ckpt-restore result line ({e})"))?;
+    if !result.ok || result.state != "RUNNING" || result.name != name {
+        let why = result.error.clone().unwrap_or_else(|| format!("state {}", result.state));
+        anyhow::bail!("the receiver could not restore {name}: {why}");
+    }
+    Ok(result)
+}
+
+/// The destination runs the container: remove the stopped source copy so its name is free.
+fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()> {
+    if cfg.leave_running {
+        return Ok(());
+    }
+    let args = [std::ffi::OsStr::new("-P"), container.lxcpath.as_os_str(), std::ffi::OsStr::new("-n"), container.name.as_ref()];
+    match crate::lxc::run_command("lxc-destroy", args) {
+        Ok(_) => note(cfg.quiet, TOOL, &format!("{}: migrated; the stopped source copy was removed", container.name)),
+        Err(e) => note(false, TOOL, &format!("warning: {} runs on the destination, but removing the stopped copy here failed: {e}", container.name)),
+    }
+    Ok(())
+}
+
+/// The migration failed after the checkpoint: restore the container here, then report `err`.
+fn rollback(cfg: &DumpConfig, container: &Container, work: WorkDir, err: anyhow::Error) -> anyhow::Result<()> {
+    if cfg.leave_running {
+        work.finish()?;
+        return Err(err.context(format!("{} kept running here", container.name)));
+    }
+    note(cfg.quiet, TOOL, &format!("{}: migration failed, restoring it here", container.name));
+    match checkpoint::restore(container, work.path()) {
+        Ok(()) => {
+            work.finish()?;
+            Err(err.context(format!("{} was restored here and runs again", container.name)))
+        }
+        Err(restore_err) => {
+            let images = work.keep_for_rescue();
+            Err(err.context(format!(
+                "restoring {} here failed too ({restore_err:#}); its images are kept: restore it with lxc-checkpoint -r -d -n {} -P {} -D {}",
+                container.name,
+                container.name,
+                container.lxcpath.display(),
+                images.display()
+            )))
+        }
+    }
+}
+
+/// Points fd 1 at /dev/null so the receiver sees the end of the stream while we wait for its ack
+/// or restore locally (our own copy of stdout is already closed).
+fn release_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}

@@ -1,0 +1,177 @@
+//! ckpt-restore: reads a stream, checks it completely, installs the container under LXCPATH and
+//! restores it running; on any failure LXCPATH is left exactly as it was. Prints one JSON result
+//! line on stdout either way (ckpt-dump --ack reads it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::checkpoint;
+use crate::criu::RestoreStats;
+use crate::error::{one_line, usage};
+use crate::format::{Manifest, RootfsMode};
+use crate::io::open_input;
+use crate::lxc::{default_lxcpath, Config, Container};
+use crate::progress::{note, Progress};
+use crate::staging::StagingDir;
+use crate::stats::{mb_per_s, ms, write_json, RestoreReport, RestoreResult, RestoreTimings};
+use crate::stream::{Item, StreamReader};
+use crate::unpack::unpack_into;
+
+const TOOL: &str = "ckpt-restore";
+
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    pub lxcpath: Option<PathBuf>,
+    pub stats: Option<PathBuf>,
+    /// Verify the stream and say whether it could be restored here; change nothing.
+    pub check: bool,
+    pub input: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let lxcpath = match &cfg.lxcpath {
+        Some(path) => path.clone(),
+        None => default_lxcpath()?,
+    };
+    let mut result = RestoreResult {
+        ok: false,
+        name: String::new(),
+        lxcpath: lxcpath.display().to_string(),
+        host: crate::host::uname().host,
+        state: "STOPPED".into(),
+        error: None,
+        timings_ms: RestoreTimings::default(),
+    };
+    let outcome = restore(cfg, &lxcpath, &mut result, start);
+    result.timings_ms.total = ms(start.elapsed());
+    match &outcome {
+        Ok(_) => result.ok = true,
+        Err(err) => result.error = Some(one_line(err)),
+    }
+    // The result line goes out whatever happened; failing to print it is itself a failure.
+    let line = serde_json::to_string(&result)?;
+    let printed = writeln!(std::io::stdout(), "{line}").and_then(|_| std::io::stdout().flush());
+    let (bytes, criu_restore) = outcome?;
+    printed.context("printing the result line")?;
+    if let Some(path) = &cfg.stats {
+        let unpack = std::time::Duration::from_millis(result.timings_ms.unpack.max(1));
+        let report = RestoreReport { result, bytes, throughput_mb_s: mb_per_s(bytes, unpack), criu_restore };
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// Does the work; returns the stream's byte count and CRIU's restore statistics.
+fn restore(
+    cfg: &RestoreConfig,
+    lxcpath: &Path,
+    result: &mut RestoreResult,
+    start: Instant,
+) -> anyhow::Result<(u64, Option<RestoreStats>)> {
+    let progress = Progress::new(TOOL, None, cfg.quiet);
+    let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
+    let mut reader = StreamReader::open(input)?;
+    let manifest = reader.manifest.clone();
+    result.name = manifest.name.clone();
+    crate::compat::check(&manifest)?;
+    let container = Container::new(&manifest.name, lxcpath)?;
+    refuse_clash(&container)?;
+
+    if cfg.check {
+        let trailer = loop {
+            if let Item::End(trailer) = reader.next_item()? {
+                break trailer;
+            }
+        };
+        progress.finish();
+        result.state = "CHECKED".into();
+        note(cfg.quiet, TOOL, &format!("{}: stream verified; it can be restored into {}", manifest.name, lxcpath.display()));
+        return Ok((trailer.bytes, None));
+    }
+
+    std::fs::create_dir_all(lxcpath).with_context(|| format!("creating {}", lxcpath.display()))?;
+    let staging = StagingDir::new_in(lxcpath)?;
+    let trailer = unpack_into(&mut reader, staging.path())?;
+    progress.finish();
+    result.timings_ms.unpack = ms(start.elapsed());
+    let verified = Instant::now();
+
+    let installed = install(&manifest, &container, staging.path())?;
+    let images = staging.path().join("images");
+    checkpoint::restore(&container, &images)?;
+    installed.commit();
+    result.state = "RUNNING".into();
+    result.timings_ms.restore = ms(verified.elapsed());
+    note(cfg.quiet, TOOL, &format!("{}: running in {} ({} ms after the stream ended)", container.name, lxcpath.display(), result.timings_ms.restore));
+    // CRIU's statistics live in the image dir, which goes away with the staging dir.
+    Ok((trailer.bytes, crate::criu::restore_stats(&images)))
+}
+
+/// A container of that name here would be overwritten or confused with the incoming one.
+fn refuse_clash(container: &Container) -> anyhow::Result<()> {
+    if container.dir().exists() {
+        return Err(usage(format!(
+            "a container named {} already exists in {}: remove it (lxc-destroy -n {} -P {}) or restore into another -P",
+            container.name,
+            container.lxcpath.display(),
+            container.name,
+            container.lxcpath.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The container dir under LXCPATH while the restore is not yet confirmed; removed on drop.
+struct Installed {
+    dir: Option<PathBuf>,
+}
+
+impl Installed {
+    fn commit(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Rewrites the config for this lxcpath and moves container/ (and rootfs/) into place.
+fn install(manifest: &Manifest, container: &Container, staging: &Path) -> anyhow::Result<Installed> {
+    let config_path = staging.join("container/config");
+    let mut config = Config::load(&config_path)?;
+    config.rewrite_paths(Path::new(&manifest.lxcpath).join(&manifest.name).as_path(), &container.dir())?;
+    config.rewrite_paths(Path::new(&manifest.lxcpath), &container.lxcpath)?;
+    let rootfs = container.dir().join("rootfs");
+    if manifest.include.rootfs == RootfsMode::Full {
+        config.set("lxc.rootfs.path", &format!("dir:{}", rootfs.display()));
+    }
+    config.save(&config_path)?;
+    let dest = container.dir();
+    std::fs::rename(staging.join("container"), &dest).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
+            anyhow::anyhow!("a container named {} appeared in {} meanwhile", container.name, container.lxcpath.display())
+        }
+        _ => anyhow::Error::new(e).context(format!("installing {}", dest.display())),
+    })?;
+    let installed = Installed { dir: Some(dest) };
+    match manifest.include.rootfs {
+        RootfsMode::Full => std::fs::rename(staging.join("rootfs"), &rootfs).context("installing the rootfs")?,
+        RootfsMode::None => {
+            let path = container.rootfs_path()?;
+            if !path.is_dir() {
+                anyhow::bail!("the stream has no rootfs and {} does not exist here: stream it with its rootfs", path.display());
+            }
+        }
+    }
+    Ok(installed)
+}

@@ -1,0 +1,91 @@
+//! The `--stats FILE` JSON of ckpt-dump and ckpt-restore, and the one-line result ckpt-restore
+//! prints on stdout (which ckpt-dump --ack reads back).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::criu::{DumpStats, RestoreStats};
+
+/// What ckpt-restore prints as its one line on stdout, success or not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RestoreResult {
+    pub ok: bool,
+    pub name: String,
+    pub lxcpath: String,
+    pub host: String,
+    /// LXC state after the restore: `RUNNING` on success.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub timings_ms: RestoreTimings,
+}
+
+/// ckpt-restore's phases, in milliseconds since it started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestoreTimings {
+    /// Start until the trailer verified (the whole stream received and unpacked).
+    pub unpack: u64,
+    /// Trailer verified until the container was RUNNING: the receiver's share of the downtime.
+    pub restore: u64,
+    pub total: u64,
+}
+
+/// `ckpt-dump --stats FILE`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DumpReport {
+    pub name: String,
+    pub phases_ms: DumpPhases,
+    /// Uncompressed stream bytes (data areas).
+    pub bytes: u64,
+    /// Bytes written to the output, after compression.
+    pub wire_bytes: u64,
+    pub throughput_mb_s: f64,
+    pub compression: String,
+    pub criu_dump: Option<DumpStats>,
+    /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
+    /// (known only with --ack, from the receiver's result line).
+    pub downtime_ms: Option<u64>,
+    pub restore: Option<RestoreResult>,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DumpPhases {
+    pub checkpoint: u64,
+    pub stream: u64,
+    pub ack_wait: u64,
+    pub total: u64,
+}
+
+/// `ckpt-restore --stats FILE`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub result: RestoreResult,
+    pub bytes: u64,
+    pub throughput_mb_s: f64,
+    pub criu_restore: Option<RestoreStats>,
+}
+
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Megabytes (10^6) per second.
+pub fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    let secs = d.as_secs_f64();
+    if secs > 0.0 {
+        (bytes as f64 / 1e6 / secs * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+/// Writes a report as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut json = serde_json::to_vec_pretty(value)?;
+    json.push(b'\n');
+    std::fs::write(path, json).with_context(|| format!("writing stats to {}", path.display()))
+}
