@@ -36,7 +36,11 @@ impl Fake {
         // A file outside the rootfs that a tty symlink points to: it must survive every run.
         fs::write(fake.dir.join("host-file"), "host").unwrap();
         for (name, minor) in [("tty", 0), ("tty1", 1), ("tty7", 7)] {
-            make_tty(&rootfs.join("dev").join(name), minor, &fake.dir.join("host-file"));
+            make_tty(
+                &rootfs.join("dev").join(name),
+                minor,
+                &fake.dir.join("host-file"),
+            );
         }
         fs::write(rootfs.join("dev/tty2"), "").unwrap();
         fake
@@ -56,7 +60,12 @@ impl Fake {
 
     /// `lxc-fixtty -P LXCPATH ARGS... u1`.
     fn fixtty(&self, args: &[&str]) -> util::TestCommand {
-        self.dir.cmd("lxc-fixtty").arg("-P").arg(&self.lxcpath).args(args).arg(NAME)
+        self.dir
+            .cmd("lxc-fixtty")
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .args(args)
+            .arg(NAME)
     }
 
     fn lxcpath_str(&self) -> String {
@@ -89,7 +98,15 @@ fn make_tty(path: &Path, minor: u32, host_file: &Path) {
     if util::is_root() {
         use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
         let major = if minor == 0 { 5 } else { 4 };
-        if mknodat(CWD, path, FileType::CharacterDevice, Mode::from_raw_mode(0o620), makedev(major, minor)).is_ok() {
+        if mknodat(
+            CWD,
+            path,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o620),
+            makedev(major, minor),
+        )
+        .is_ok()
+        {
             return;
         }
     }
@@ -134,7 +151,10 @@ fn snapshot(root: &Path) -> Vec<String> {
 }
 
 fn problem_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.starts_with("lxc-fixtty: u1: ")).collect()
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("lxc-fixtty: u1: "))
+        .collect()
 }
 
 #[test]
@@ -196,10 +216,17 @@ fn dry_run_shows_each_change_and_changes_nothing() {
             run.fail(&format!("stderr lacks {want:?}"));
         }
     }
-    if problem_lines(&err).iter().any(|l| !l.starts_with("lxc-fixtty: u1: would ")) {
+    if problem_lines(&err)
+        .iter()
+        .any(|l| !l.starts_with("lxc-fixtty: u1: would "))
+    {
         run.fail("every --dry-run line starts with `would`");
     }
-    assert_eq!(snapshot(f.dir.path()), before, "--dry-run changed something");
+    assert_eq!(
+        snapshot(f.dir.path()),
+        before,
+        "--dry-run changed something"
+    );
 }
 
 #[test]
@@ -214,28 +241,51 @@ fn fix_applies_everything_then_nothing_changes_and_check_passes() {
     {
         run.fail("expected the summary line last");
     }
-    for want in ["set lxc.tty.max = 0 (was 5 on line 11)", "commented out /etc/inittab line 3: console::askfirst:/bin/sh"] {
+    for want in [
+        "set lxc.tty.max = 0 (was 5 on line 11)",
+        "commented out /etc/inittab line 3: console::askfirst:/bin/sh",
+    ] {
         if !err.contains(&format!("lxc-fixtty: u1: {want}\n")) {
             run.fail(&format!("stderr lacks {want:?}"));
         }
     }
 
     // Backups of the originals, byte for byte.
-    assert_eq!(fs::read(f.container().join("config.ckpt-orig")).unwrap(), config_before);
-    assert_eq!(fs::read(f.rootfs().join("etc/inittab.ckpt-orig")).unwrap(), inittab_before);
+    assert_eq!(
+        fs::read(f.container().join("config.ckpt-orig")).unwrap(),
+        config_before
+    );
+    assert_eq!(
+        fs::read(f.rootfs().join("etc/inittab.ckpt-orig")).unwrap(),
+        inittab_before
+    );
     // The config: minimal edits.
     let config = fs::read_to_string(f.config()).unwrap();
-    assert!(config.contains("\nlxc.tty.max = 0\nlxc.pty.max = 1\n"), "{config}");
+    assert!(
+        config.contains("\nlxc.tty.max = 0\nlxc.pty.max = 1\n"),
+        "{config}"
+    );
     assert!(config.contains("\nlxc.console.path = none\n"), "{config}");
     assert!(config.contains(" = c 5:1 rwm\n"), "{config}");
-    assert!(config.contains("#lxc.apparmor.profile = unconfined\n"), "comments stay: {config}");
-    assert_eq!(config.contains("lxc.apparmor.profile = generated"), host_has_apparmor(), "{config}");
+    assert!(
+        config.contains("#lxc.apparmor.profile = unconfined\n"),
+        "comments stay: {config}"
+    );
+    assert_eq!(
+        config.contains("lxc.apparmor.profile = generated"),
+        host_has_apparmor(),
+        "{config}"
+    );
     // The rootfs.
     for tty in ["tty", "tty0", "tty1", "tty2", "tty3", "tty4", "tty7"] {
         let meta = fs::symlink_metadata(f.rootfs().join("dev").join(tty)).unwrap();
         assert!(meta.is_file() && meta.len() == 0, "/dev/{tty} is {meta:?}");
     }
-    assert_eq!(fs::read(f.dir.join("host-file")).unwrap(), b"host", "a symlink target outside the rootfs was touched");
+    assert_eq!(
+        fs::read(f.dir.join("host-file")).unwrap(),
+        b"host",
+        "a symlink target outside the rootfs was touched"
+    );
     let inittab = fs::read_to_string(f.rootfs().join("etc/inittab")).unwrap();
     assert_eq!(
         inittab,
@@ -249,7 +299,11 @@ fn fix_applies_everything_then_nothing_changes_and_check_passes() {
     if again.stderr_str() != "lxc-fixtty: u1: already checkpointable, nothing changed\n" {
         again.fail("the second run must change nothing");
     }
-    assert_eq!(snapshot(f.dir.path()), after_fix, "the second run changed something");
+    assert_eq!(
+        snapshot(f.dir.path()),
+        after_fix,
+        "the second run changed something"
+    );
     let check = f.fixtty(&["--check"]).ok();
     if check.stderr_str() != "lxc-fixtty: u1: checkpointable, no problems found\n" {
         check.fail("--check after a fix passes");
@@ -271,7 +325,13 @@ fn quiet_prints_only_the_error() {
 #[test]
 fn dash_n_names_the_container_like_lxc_checkpoint() {
     let f = Fake::new("dash-n");
-    let run = f.dir.cmd("lxc-fixtty").arg("-P").arg(&f.lxcpath).args(["-n", NAME, "--check"]).fails(1);
+    let run = f
+        .dir
+        .cmd("lxc-fixtty")
+        .arg("-P")
+        .arg(&f.lxcpath)
+        .args(["-n", NAME, "--check"])
+        .fails(1);
     if !run.stderr_str().contains("u1 is not checkpointable") {
         run.fail("-n u1 checks u1");
     }
@@ -280,8 +340,17 @@ fn dash_n_names_the_container_like_lxc_checkpoint() {
 #[test]
 fn missing_container_is_one_line_exit_1() {
     let f = Fake::new("missing");
-    let want = format!("lxc-fixtty: error: no container nosuch in {}: check the name and -P", f.lxcpath_str());
-    f.dir.cmd("lxc-fixtty").arg("-P").arg(&f.lxcpath).arg("nosuch").fails(1).one_line_error(&want);
+    let want = format!(
+        "lxc-fixtty: error: no container nosuch in {}: check the name and -P",
+        f.lxcpath_str()
+    );
+    f.dir
+        .cmd("lxc-fixtty")
+        .arg("-P")
+        .arg(&f.lxcpath)
+        .arg("nosuch")
+        .fails(1)
+        .one_line_error(&want);
 }
 
 #[test]
@@ -297,22 +366,32 @@ fn works_without_lxc_installed() {
         .arg("ckpt-no-such-container")
         .env("PATH", &empty)
         .fails(1)
-        .one_line_error("no container ckpt-no-such-container in /var/lib/lxc: check the name and -P");
+        .one_line_error(
+            "no container ckpt-no-such-container in /var/lib/lxc: check the name and -P",
+        );
 }
 
 #[test]
 fn legacy_keys_that_lxc_cannot_parse_are_fixed() {
     // lxc-info fails on such a config ("Failed to load config"): the container counts as stopped.
     let f = Fake::new("legacy");
-    let config = fs::read_to_string(f.config()).unwrap().replace("lxc.tty.max = 5", "lxc.tty = 4\nlxc.console = none");
+    let config = fs::read_to_string(f.config())
+        .unwrap()
+        .replace("lxc.tty.max = 5", "lxc.tty = 4\nlxc.console = none");
     fs::write(f.config(), config).unwrap();
     let run = f.fixtty(&["--check"]).fails(1);
-    if !run.stderr_str().contains("lxc.tty = 4 (line 11) is a legacy key") {
+    if !run
+        .stderr_str()
+        .contains("lxc.tty = 4 (line 11) is a legacy key")
+    {
         run.fail("the legacy key is a problem");
     }
     f.fixtty(&[]).ok();
     let config = fs::read_to_string(f.config()).unwrap();
-    assert!(!config.contains("lxc.tty =") && !config.contains("lxc.console ="), "{config}");
+    assert!(
+        !config.contains("lxc.tty =") && !config.contains("lxc.console ="),
+        "{config}"
+    );
     f.fixtty(&["--check"]).ok();
 }
 
@@ -321,7 +400,11 @@ fn unsupported_rootfs_is_one_line_exit_1() {
     let f = Fake::new("overlay");
     let config = fs::read_to_string(f.config()).unwrap();
     let rootfs = format!("dir:{}", f.rootfs().display());
-    fs::write(f.config(), config.replace(&rootfs, "overlay:/a/rootfs:/a/delta0")).unwrap();
+    fs::write(
+        f.config(),
+        config.replace(&rootfs, "overlay:/a/rootfs:/a/delta0"),
+    )
+    .unwrap();
     f.fixtty(&["--check"])
         .fails(1)
         .one_line_error("container u1: rootfs type overlay is not supported, only dir (lxc.rootfs.path = overlay:/a/rootfs:/a/delta0)");
@@ -333,7 +416,13 @@ fn usage_errors_exit_2() {
     f.fixtty(&["--check", "--dry-run"]).fails(2);
     f.dir.cmd("lxc-fixtty").fails(2);
     f.dir.cmd("lxc-fixtty").args(["-n", "u1", "u1"]).fails(2);
-    f.dir.cmd("lxc-fixtty").arg("-P").arg(&f.lxcpath).arg("a/b").fails(2).one_line_error("\"a/b\" is not a container name");
+    f.dir
+        .cmd("lxc-fixtty")
+        .arg("-P")
+        .arg(&f.lxcpath)
+        .arg("a/b")
+        .fails(2)
+        .one_line_error("\"a/b\" is not a container name");
 }
 
 #[test]
@@ -344,18 +433,49 @@ fn version_and_help() {
         run.fail("--version prints the name and version");
     }
     let help = f.dir.cmd("lxc-fixtty").arg("--help").ok().stdout_str();
-    for flag in ["--lxcpath", "--check", "--dry-run", "--quiet", "--name", "--version"] {
+    for flag in [
+        "--lxcpath",
+        "--check",
+        "--dry-run",
+        "--quiet",
+        "--name",
+        "--version",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
 
 #[test]
 fn man_page_documents_every_flag() {
-    let page = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/lxc-fixtty.1")).unwrap();
-    for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "EXAMPLES", "SEE ALSO"] {
-        assert!(page.contains(&format!(".SH \"{section}\"")) || page.contains(&format!(".SH {section}")), "no {section}");
+    let page =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/lxc-fixtty.1")).unwrap();
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            page.contains(&format!(".SH \"{section}\""))
+                || page.contains(&format!(".SH {section}")),
+            "no {section}"
+        );
     }
-    for flag in ["lxcpath", "check", "dry\\-run", "quiet", "name", "version", "help"] {
-        assert!(page.contains(&format!("\\-\\-{flag}")), "the man page lacks --{flag}");
+    for flag in [
+        "lxcpath",
+        "check",
+        "dry\\-run",
+        "quiet",
+        "name",
+        "version",
+        "help",
+    ] {
+        assert!(
+            page.contains(&format!("\\-\\-{flag}")),
+            "the man page lacks --{flag}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::checkpoint;
 use crate::criu::RestoreStats;
-use crate::error::{one_line, usage};
+use crate::error::one_line;
 use crate::format::{Manifest, RootfsMode};
 use crate::io::open_input;
 use crate::lxc::{default_lxcpath, Config, Container};
@@ -95,6 +95,7 @@ fn restore(
     }
 
     std::fs::create_dir_all(lxcpath).with_context(|| format!("creating {}", lxcpath.display()))?;
+    crate::staging::sweep_stale(lxcpath);
     let staging = StagingDir::new_in(lxcpath)?;
     let trailer = unpack_into(&mut reader, staging.path())?;
     progress.finish();
@@ -115,13 +116,13 @@ fn restore(
 /// A container of that name here would be overwritten or confused with the incoming one.
 fn refuse_clash(container: &Container) -> anyhow::Result<()> {
     if container.dir().exists() {
-        return Err(usage(format!(
+        anyhow::bail!(
             "a container named {} already exists in {}: remove it (lxc-destroy -n {} -P {}) or restore into another -P",
             container.name,
             container.lxcpath.display(),
             container.name,
             container.lxcpath.display()
-        )));
+        );
     }
     Ok(())
 }

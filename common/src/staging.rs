@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// Staging dirs are named `.ckpt-staging-<pid>-<random>`.
+const PREFIX: &str = ".ckpt-staging-";
+
 /// A fresh 0700 directory, removed on drop unless committed.
 pub struct StagingDir {
     dir: Option<tempfile::TempDir>,
@@ -14,7 +17,7 @@ impl StagingDir {
     /// Creates the staging dir in `parent`, so the final rename stays on one filesystem.
     pub fn new_in(parent: &Path) -> anyhow::Result<StagingDir> {
         let dir = tempfile::Builder::new()
-            .prefix(".ckpt-staging-")
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir_in(parent)
             .with_context(|| format!("creating a staging dir in {}", parent.display()))?;
         Ok(StagingDir { dir: Some(dir) })
@@ -64,5 +67,18 @@ pub fn parent_of(dest: &Path) -> PathBuf {
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// Removes staging dirs in `parent` left by processes that no longer exist (killed with -9).
+pub fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

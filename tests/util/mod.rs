@@ -157,10 +157,12 @@ impl TestCommand {
     }
 }
 
+pub mod testbed;
+
 pub struct Run {
     pub output: Output,
-    shown: String,
-    dir: PathBuf,
+    pub(crate) shown: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl Run {

@@ -41,7 +41,11 @@ pub(super) fn open(rootfs: &OwnedFd, rootfs_path: &Path) -> anyhow::Result<Optio
         Err(err) => return Err(err).with_context(|| format!("cannot open {}", path.display())),
     };
     let st = rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path.display()))?;
-    Ok(Some(DevDir { fd, path, owner: (st.st_uid, st.st_gid) }))
+    Ok(Some(DevDir {
+        fd,
+        path,
+        owner: (st.st_uid, st.st_gid),
+    }))
 }
 
 /// Finds ttys that are not regular files, and missing `/dev/tty0`..`/dev/tty4`.
@@ -49,11 +53,17 @@ pub(super) fn survey(dev: &DevDir, problems: &mut Vec<Problem>) -> anyhow::Resul
     let names = tty_names(dev)?;
     for name in &names {
         if let Some(kind) = dev.kind(name)? {
-            problems.push(Problem::TtyNode { name: name.clone(), kind });
+            problems.push(Problem::TtyNode {
+                name: name.clone(),
+                kind,
+            });
         }
     }
-    let missing: Vec<String> =
-        ENSURED.iter().filter(|want| !names.iter().any(|n| n == *want)).map(|n| n.to_string()).collect();
+    let missing: Vec<String> = ENSURED
+        .iter()
+        .filter(|want| !names.iter().any(|n| n == *want))
+        .map(|n| n.to_string())
+        .collect();
     if !missing.is_empty() {
         problems.push(Problem::TtyMissing { names: missing });
     }
@@ -92,7 +102,8 @@ fn tty_names(dev: &DevDir) -> anyhow::Result<Vec<String>> {
 
 /// `tty` or `tty` followed by digits.
 pub(super) fn is_tty_name(name: &str) -> bool {
-    name.strip_prefix("tty").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    name.strip_prefix("tty")
+        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl DevDir {
@@ -102,7 +113,10 @@ impl DevDir {
         let st = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(None),
-            Err(err) => return Err(err).with_context(|| format!("cannot stat {}/{name}", self.path.display())),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot stat {}/{name}", self.path.display()))
+            }
         };
         let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
         Ok(match FileType::from_raw_mode(st.st_mode) {
@@ -113,7 +127,9 @@ impl DevDir {
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(&self.fd, name, Vec::new())
                     .with_context(|| format!("cannot read link {}/{name}", self.path.display()))?;
-                Some(NodeKind::Symlink { target: PathBuf::from(OsStr::from_bytes(target.as_bytes())) })
+                Some(NodeKind::Symlink {
+                    target: PathBuf::from(OsStr::from_bytes(target.as_bytes())),
+                })
             }
             _ => None,
         })
@@ -123,18 +139,21 @@ impl DevDir {
     /// regular file is kept.
     fn create_empty(&self, name: &str) -> anyhow::Result<()> {
         let path = || format!("{}/{name}", self.path.display());
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o644)) {
             Ok(fd) => fd,
             Err(Errno::EXIST) if self.kind(name)?.is_none() => return Ok(()),
             Err(err) => return Err(err).with_context(|| format!("cannot create {}", path())),
         };
         let file = File::from(fd);
-        let st = rustix::fs::fstat(file.as_fd()).with_context(|| format!("cannot stat {}", path()))?;
+        let st =
+            rustix::fs::fstat(file.as_fd()).with_context(|| format!("cannot stat {}", path()))?;
         if (st.st_uid, st.st_gid) != self.owner {
             std::os::unix::fs::fchown(&file, Some(self.owner.0), Some(self.owner.1))
                 .with_context(|| format!("cannot chown {}", path()))?;
         }
-        file.set_permissions(std::fs::Permissions::from_mode(0o644)).with_context(|| format!("cannot chmod {}", path()))
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot chmod {}", path()))
     }
 }

@@ -38,7 +38,10 @@ pub(super) fn open(rootfs: &OwnedFd, rootfs_path: &Path) -> anyhow::Result<Optio
     let etc = match rustix::fs::openat(rootfs, "etc", dir_flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot open {}", rootfs_path.join("etc").display())),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("cannot open {}", rootfs_path.join("etc").display()))
+        }
     };
     let perms = match atomic::perms_at(&etc, OsStr::new("inittab")) {
         Ok(Some(perms)) => perms,
@@ -48,8 +51,15 @@ pub(super) fn open(rootfs: &OwnedFd, rootfs_path: &Path) -> anyhow::Result<Optio
     let fd = rustix::fs::openat(&etc, "inittab", file_flags, Mode::empty())
         .with_context(|| format!("cannot open {}", path.display()))?;
     let mut text = Vec::new();
-    std::fs::File::from(fd).read_to_end(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Some(Inittab { etc, path, text, perms }))
+    std::fs::File::from(fd)
+        .read_to_end(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(Inittab {
+        etc,
+        path,
+        text,
+        perms,
+    }))
 }
 
 /// Finds the lines that run something on a tty or the console.
@@ -57,7 +67,10 @@ pub(super) fn survey(inittab: &Inittab, problems: &mut Vec<Problem>) {
     for (i, line) in inittab.text.split(|&b| b == b'\n').enumerate() {
         let line = String::from_utf8_lossy(line);
         if uses_tty(&line) {
-            problems.push(Problem::InittabTty { line: i + 1, text: line.trim_end().to_string() });
+            problems.push(Problem::InittabTty {
+                line: i + 1,
+                text: line.trim_end().to_string(),
+            });
         }
     }
 }
@@ -66,8 +79,13 @@ pub(super) fn survey(inittab: &Inittab, problems: &mut Vec<Problem>) {
 /// Returns whether the backup was made now.
 pub(super) fn apply(inittab: &Inittab, lines: &[usize]) -> anyhow::Result<bool> {
     let backup = inittab.path.with_file_name(BACKUP);
-    let saved = atomic::create_at(&inittab.etc, OsStr::new(BACKUP), &inittab.text, inittab.perms)
-        .with_context(|| format!("cannot save {}", backup.display()))?;
+    let saved = atomic::create_at(
+        &inittab.etc,
+        OsStr::new(BACKUP),
+        &inittab.text,
+        inittab.perms,
+    )
+    .with_context(|| format!("cannot save {}", backup.display()))?;
     let mut out = Vec::with_capacity(inittab.text.len() + lines.len() * COMMENT.len());
     for (i, line) in inittab.text.split(|&b| b == b'\n').enumerate() {
         if i > 0 {
@@ -91,7 +109,9 @@ fn uses_tty(line: &str) -> bool {
         return false;
     }
     let fields: Vec<&str> = trimmed.splitn(4, ':').collect();
-    let [id, _, _, process] = fields.as_slice() else { return false };
+    let [id, _, _, process] = fields.as_slice() else {
+        return false;
+    };
     let is_tty = |word: &str| {
         let word = word.strip_prefix("/dev/").unwrap_or(word);
         word == "console" || (is_tty_name(word) && word != "tty")
@@ -100,7 +120,9 @@ fn uses_tty(line: &str) -> bool {
         return true;
     }
     let mut words = process.split_whitespace();
-    let runs_getty = words.next().is_some_and(|program| program.ends_with("getty"));
+    let runs_getty = words
+        .next()
+        .is_some_and(|program| program.ends_with("getty"));
     runs_getty && process.split_whitespace().skip(1).any(is_tty)
 }
 

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::error::usage;
 use crate::lxc::atomic::{self, Perms};
 use crate::lxc::{self, CgroupVersion, Config, Container};
 
@@ -60,17 +59,16 @@ pub struct Host {
 
 impl Host {
     pub fn detect() -> Host {
-        Host { devices: lxc::devices_cgroup_version(), apparmor: lxc::apparmor_enabled() }
+        Host {
+            devices: lxc::devices_cgroup_version(),
+            apparmor: lxc::apparmor_enabled(),
+        }
     }
 }
 
 /// Runs lxc-fixtty on this host.
 pub fn run(cfg: &FixConfig) -> anyhow::Result<()> {
-    let lxcpath = match &cfg.lxcpath {
-        Some(path) => path.clone(),
-        None => lxc::default_lxcpath()?,
-    };
-    let container = Container::new(&cfg.name, lxcpath).map_err(|err| usage(err.to_string()))?;
+    let container = Container::locate(&cfg.name, cfg.lxcpath.as_deref())?;
     let survey = Survey::take(&container, &Host::detect())?;
     let say = |msg: &str| {
         if !cfg.quiet {
@@ -93,7 +91,7 @@ pub fn run(cfg: &FixConfig) -> anyhow::Result<()> {
 /// inittab lines do not (they only make init respawn a getty that cannot start).
 pub fn ensure_checkpointable(container: &Container) -> anyhow::Result<()> {
     let survey = Survey::take(container, &Host::detect())?;
-    let autodev = survey.config.get("lxc.autodev").map_or(true, |value| value != "0");
+    let autodev = survey.config.get("lxc.autodev") != Some("0");
     let blocking: Vec<&Problem> = survey
         .problems
         .iter()
@@ -103,7 +101,9 @@ pub fn ensure_checkpointable(container: &Container) -> anyhow::Result<()> {
             Target::Inittab => false,
         })
         .collect();
-    let Some(first) = blocking.first() else { return Ok(()) };
+    let Some(first) = blocking.first() else {
+        return Ok(());
+    };
     let more = match blocking.len() {
         1 => String::new(),
         n => format!(" (and {} more)", n - 1),
@@ -131,9 +131,19 @@ impl Survey {
         let config = container.load_config()?;
         let rootfs_path = container.rootfs_in(&config)?;
         let rootfs: OwnedFd = File::open(&rootfs_path)
-            .and_then(|f| if f.metadata()?.is_dir() { Ok(f) } else { Err(std::io::Error::other("not a directory")) })
+            .and_then(|f| {
+                if f.metadata()?.is_dir() {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::other("not a directory"))
+                }
+            })
             .with_context(|| {
-                format!("cannot open the rootfs {} of container {}", rootfs_path.display(), container.name)
+                format!(
+                    "cannot open the rootfs {} of container {}",
+                    rootfs_path.display(),
+                    container.name
+                )
             })?
             .into();
         let dev = devtty::open(&rootfs, &rootfs_path)?;
@@ -146,7 +156,13 @@ impl Survey {
         if let Some(inittab) = &inittab {
             inittab::survey(inittab, &mut problems);
         }
-        Ok(Survey { container: container.clone(), config, dev, inittab, problems })
+        Ok(Survey {
+            container: container.clone(),
+            config,
+            dev,
+            inittab,
+            problems,
+        })
     }
 
     fn of(&self, target: Target) -> impl Iterator<Item = &Problem> + '_ {
@@ -185,12 +201,22 @@ fn dry_run(survey: &Survey, say: &dyn Fn(&str)) {
         return;
     }
     if survey.of(Target::Config).next().is_some() && !survey.config_backup().exists() {
-        say(&format!("would save the original config as {}", survey.config_backup().display()));
+        say(&format!(
+            "would save the original config as {}",
+            survey.config_backup().display()
+        ));
     }
-    if let Some(inittab) = survey.inittab.as_ref().filter(|_| survey.of(Target::Inittab).next().is_some()) {
+    if let Some(inittab) = survey
+        .inittab
+        .as_ref()
+        .filter(|_| survey.of(Target::Inittab).next().is_some())
+    {
         let backup = inittab.path.with_file_name(inittab::BACKUP);
         if std::fs::symlink_metadata(&backup).is_err() {
-            say(&format!("would save the original inittab as {}", backup.display()));
+            say(&format!(
+                "would save the original inittab as {}",
+                backup.display()
+            ));
         }
     }
     for problem in &survey.problems {
@@ -215,16 +241,7 @@ fn fix(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         );
     }
     fix_config(survey, say)?;
-    if let Some(inittab) = &survey.inittab {
-        let lines: Vec<usize> =
-            survey.of(Target::Inittab).filter_map(|p| if let Problem::InittabTty { line, .. } = p { Some(*line) } else { None }).collect();
-        if !lines.is_empty() {
-            if inittab::apply(inittab, &lines)? {
-                say(&format!("saved the original inittab as {}", inittab.path.with_file_name(inittab::BACKUP).display()));
-            }
-            survey.of(Target::Inittab).for_each(|p| say(&p.action(true)));
-        }
-    }
+    fix_inittab(survey, say)?;
     if let Some(dev) = &survey.dev {
         for problem in survey.of(Target::Dev) {
             devtty::apply(dev, problem)?;
@@ -232,7 +249,10 @@ fn fix(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         }
     }
     let count = survey.problems.len();
-    say(&format!("fixed {count} problem{}, checkpointable now", if count == 1 { "" } else { "s" }));
+    say(&format!(
+        "fixed {count} problem{}, checkpointable now",
+        if count == 1 { "" } else { "s" }
+    ));
     Ok(())
 }
 
@@ -245,21 +265,62 @@ fn fix_config(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     let path = survey.container.config_path();
     let mut config = survey.config.clone();
     let mut marked = false;
-    survey.of(Target::Config).for_each(|p| settings::apply(&mut config, p, &mut marked));
+    survey
+        .of(Target::Config)
+        .for_each(|p| settings::apply(&mut config, p, &mut marked));
     let backup = survey.config_backup();
-    if atomic::create_file(&backup, survey.config.to_string().as_bytes(), perms_of(&path)?)
-        .with_context(|| format!("cannot save {}", backup.display()))?
+    if atomic::create_file(
+        &backup,
+        survey.config.to_string().as_bytes(),
+        perms_of(&path)?,
+    )
+    .with_context(|| format!("cannot save {}", backup.display()))?
     {
-        say(&format!("saved the original config as {}", backup.display()));
+        say(&format!(
+            "saved the original config as {}",
+            backup.display()
+        ));
     }
     config.save(&path)?;
     survey.of(Target::Config).for_each(|p| say(&p.action(true)));
     Ok(())
 }
 
+/// Comments out the inittab lines, after saving the original once as `inittab.ckpt-orig`.
+fn fix_inittab(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    let Some(inittab) = &survey.inittab else {
+        return Ok(());
+    };
+    let lines: Vec<usize> = survey
+        .of(Target::Inittab)
+        .filter_map(|p| match p {
+            Problem::InittabTty { line, .. } => Some(*line),
+            _ => None,
+        })
+        .collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    if inittab::apply(inittab, &lines)? {
+        let backup = inittab.path.with_file_name(inittab::BACKUP);
+        say(&format!(
+            "saved the original inittab as {}",
+            backup.display()
+        ));
+    }
+    survey
+        .of(Target::Inittab)
+        .for_each(|p| say(&p.action(true)));
+    Ok(())
+}
+
 fn perms_of(path: &Path) -> anyhow::Result<Perms> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
-    Ok(Perms { mode: meta.mode() & 0o7777, owner: Some((meta.uid(), meta.gid())) })
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    Ok(Perms {
+        mode: meta.mode() & 0o7777,
+        owner: Some((meta.uid(), meta.gid())),
+    })
 }
 
 #[cfg(test)]

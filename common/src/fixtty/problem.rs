@@ -12,15 +12,28 @@ pub const CONSOLE_DENY: &str = "c 5:1 rwm";
 pub enum Problem {
     /// A single-valued config key is missing, has the wrong value, or comes before a line that
     /// may override it.
-    Setting { key: &'static str, want: &'static str, found: Found },
+    Setting {
+        key: &'static str,
+        want: &'static str,
+        found: Found,
+    },
     /// /dev/console (c 5:1) is not denied by the devices cgroup, or allowed again later.
     ConsoleAllowed { key: &'static str, found: Found },
     /// An `lxc.apparmor.*` line, on a kernel without AppArmor.
-    AppArmorKey { line: usize, key: String, value: String },
+    AppArmorKey {
+        line: usize,
+        key: String,
+        value: String,
+    },
     /// An `lxc.include` whose files set an AppArmor profile, on a kernel without AppArmor.
     AppArmorInclude { line: usize, include: String },
     /// A pre-LXC-3.0 key, which LXC no longer accepts.
-    LegacyKey { line: usize, key: String, value: String, replaced_by: &'static str },
+    LegacyKey {
+        line: usize,
+        key: String,
+        value: String,
+        replaced_by: &'static str,
+    },
     /// A rootfs `/dev/tty` or `/dev/ttyN` that is not a regular file.
     TtyNode { name: String, kind: NodeKind },
     /// Some of the rootfs's regular files `/dev/tty0`..`/dev/tty4` are missing.
@@ -37,7 +50,11 @@ pub enum Found {
     /// Set to another value, on `line`.
     Wrong { value: String, line: usize },
     /// Set right on `line`, but `by` on the later line `by_line` may undo it.
-    Overridden { line: usize, by_line: usize, by: String },
+    Overridden {
+        line: usize,
+        by_line: usize,
+        by: String,
+    },
 }
 
 /// What a rootfs tty is instead of a regular file.
@@ -74,7 +91,13 @@ impl Problem {
     /// The change that fixes the problem: done (`set ...`, `removed ...`) or, for `--dry-run`,
     /// to be done (`would set ...`, `would remove ...`).
     pub fn action(&self, done: bool) -> String {
-        let verb = |past: &str, base: &str| if done { past.to_string() } else { format!("would {base}") };
+        let verb = |past: &str, base: &str| {
+            if done {
+                past.to_string()
+            } else {
+                format!("would {base}")
+            }
+        };
         match self {
             Problem::Setting { key, want, found: Found::Wrong { value, line } } => {
                 format!("{} {key} = {want} (was {value} on line {line})", verb("set", "set"))
@@ -136,8 +159,8 @@ impl fmt::Display for Problem {
             },
             Problem::AppArmorKey { line, key, value } => write!(
                 f,
-                "{key} = {value} (line {line}): this kernel has no AppArmor, so CRIU refuses to restore \
-                 (apparmor LSM specified but apparmor not supported by kernel)"
+                "{key} = {value} (line {line}): this kernel has no AppArmor, and with an AppArmor \
+                 profile CRIU refuses to restore (apparmor LSM specified but apparmor not supported by kernel)"
             ),
             Problem::AppArmorInclude { line, include } => write!(
                 f,
@@ -172,7 +195,9 @@ impl fmt::Display for Problem {
 impl fmt::Display for NodeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NodeKind::CharDevice { major, minor } => write!(f, "a character device {major}:{minor}"),
+            NodeKind::CharDevice { major, minor } => {
+                write!(f, "a character device {major}:{minor}")
+            }
             NodeKind::BlockDevice { major, minor } => write!(f, "a block device {major}:{minor}"),
             NodeKind::Symlink { target } => write!(f, "a symlink to {}", target.display()),
             NodeKind::Fifo => f.write_str("a fifo"),
@@ -183,5 +208,9 @@ impl fmt::Display for NodeKind {
 
 /// `/dev/tty0, /dev/tty3`.
 fn dev_list(names: &[String]) -> String {
-    names.iter().map(|n| format!("/dev/{n}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("/dev/{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

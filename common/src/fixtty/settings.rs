@@ -13,10 +13,14 @@ use super::Host;
 const REQUIRED: [(&str, &str); 2] = [("lxc.tty.max", "0"), ("lxc.console.path", "none")];
 
 /// Pre-3.0 keys LXC now refuses, and what replaced them (which lxc-fixtty sets anyway).
-const LEGACY: [(&str, &str); 2] = [("lxc.tty", "lxc.tty.max"), ("lxc.console", "lxc.console.path")];
+const LEGACY: [(&str, &str); 2] = [
+    ("lxc.tty", "lxc.tty.max"),
+    ("lxc.console", "lxc.console.path"),
+];
 
 /// Comment put before the first line lxc-fixtty appends to a config.
-const MARKER: &str = "lxc-fixtty: settings that let CRIU checkpoint this container (see lxc-fixtty(1))";
+const MARKER: &str =
+    "lxc-fixtty: settings that let CRIU checkpoint this container (see lxc-fixtty(1))";
 
 /// Include files nested deeper than this are not read (LXC itself refuses loops).
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -26,20 +30,32 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 pub(super) fn survey(config: &Config, host: &Host, problems: &mut Vec<Problem>) {
     for s in config.settings() {
         if let Some(&(_, replaced_by)) = LEGACY.iter().find(|(key, _)| *key == s.key) {
-            problems.push(Problem::LegacyKey { line: s.line, key: s.key.into(), value: s.value.into(), replaced_by });
+            problems.push(Problem::LegacyKey {
+                line: s.line,
+                key: s.key.into(),
+                value: s.value.into(),
+                replaced_by,
+            });
         }
     }
     for (key, want) in REQUIRED {
         let found = match config.last(key) {
             None => Some(Found::Missing),
-            Some(s) if s.value != want => Some(Found::Wrong { value: s.value.into(), line: s.line }),
+            Some(s) if !satisfies(key, s.value, want) => Some(Found::Wrong {
+                value: s.value.into(),
+                line: s.line,
+            }),
             Some(s) => overridden(config, s.line, |later| later.key == "lxc.include"),
         };
         problems.extend(found.map(|found| Problem::Setting { key, want, found }));
     }
     let deny = host.devices.devices_deny_key();
     let allow = host.devices.devices_allow_key();
-    let found = match config.settings().filter(|s| s.key == deny && denies_console(s.value)).last() {
+    let found = match config
+        .settings()
+        .filter(|s| s.key == deny && denies_console(s.value))
+        .last()
+    {
         None => Some(Found::Missing),
         Some(s) => overridden(config, s.line, |later| match later.key {
             "lxc.include" => true,
@@ -54,16 +70,39 @@ pub(super) fn survey(config: &Config, host: &Host, problems: &mut Vec<Problem>) 
     }
 }
 
+/// Whether `value` gives `key` the wanted effect (an empty `lxc.tty.max` means 0).
+fn satisfies(key: &str, value: &str, want: &str) -> bool {
+    value == want || (key == "lxc.tty.max" && value.is_empty())
+}
+
 /// `Found::Overridden` when a setting after `line` matches `undoes`.
-fn overridden(config: &Config, line: usize, undoes: impl Fn(&Setting<'_>) -> bool) -> Option<Found> {
-    let later = config.settings().filter(|s| s.line > line && undoes(s)).last()?;
-    Some(Found::Overridden { line, by_line: later.line, by: format!("{} = {}", later.key, later.value) })
+fn overridden(
+    config: &Config,
+    line: usize,
+    undoes: impl Fn(&Setting<'_>) -> bool,
+) -> Option<Found> {
+    let later = config
+        .settings()
+        .filter(|s| s.line > line && undoes(s))
+        .last()?;
+    Some(Found::Overridden {
+        line,
+        by_line: later.line,
+        by: format!("{} = {}", later.key, later.value),
+    })
 }
 
 fn apparmor(config: &Config, problems: &mut Vec<Problem>) {
     // An empty value clears the setting: harmless, and how an included profile is cleared.
-    for s in config.settings().filter(|s| in_namespace(s.key, "lxc.apparmor") && !s.value.is_empty()) {
-        problems.push(Problem::AppArmorKey { line: s.line, key: s.key.into(), value: s.value.into() });
+    for s in config
+        .settings()
+        .filter(|s| in_namespace(s.key, "lxc.apparmor") && !s.value.is_empty())
+    {
+        problems.push(Problem::AppArmorKey {
+            line: s.line,
+            key: s.key.into(),
+            value: s.value.into(),
+        });
     }
     let Some(include) = config
         .settings()
@@ -76,7 +115,10 @@ fn apparmor(config: &Config, problems: &mut Vec<Problem>) {
         .settings()
         .any(|s| s.line > include.line && s.key == "lxc.apparmor.profile" && s.value.is_empty());
     if !cleared {
-        problems.push(Problem::AppArmorInclude { line: include.line, include: include.value.into() });
+        problems.push(Problem::AppArmorInclude {
+            line: include.line,
+            include: include.value.into(),
+        });
     }
 }
 
@@ -87,14 +129,18 @@ fn include_sets_apparmor(path: &Path, depth: usize) -> bool {
         return false;
     }
     if path.is_dir() {
-        let Ok(entries) = std::fs::read_dir(path) else { return false };
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return false;
+        };
         return entries
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|ext| ext == "conf"))
             .any(|p| include_sets_apparmor(&p, depth + 1));
     }
-    let Ok(config) = Config::load(path) else { return false };
+    let Ok(config) = Config::load(path) else {
+        return false;
+    };
     let sets = config.settings().any(|s| match s.key {
         "lxc.apparmor.profile" => !s.value.is_empty(),
         "lxc.include" => include_sets_apparmor(Path::new(s.value), depth + 1),
@@ -122,7 +168,9 @@ fn allows_console(rule: &str) -> bool {
         ["a"] => true,
         [kind, device, access] if matches!(*kind, "a" | "c") => {
             let (major, minor) = device.split_once(':').unwrap_or((device, "*"));
-            matches("5", major) && matches("1", minor) && (access.contains('r') || access.contains('w'))
+            matches("5", major)
+                && matches("1", minor)
+                && (access.contains('r') || access.contains('w'))
         }
         _ => false,
     }
@@ -155,7 +203,11 @@ pub(super) fn apply(config: &mut Config, problem: &Problem, marked: &mut bool) {
 }
 
 fn is_overridden(config: &Config, key: &str) -> bool {
-    config.last(key).is_some_and(|s| config.settings().any(|later| later.line > s.line && later.key == "lxc.include"))
+    config.last(key).is_some_and(|s| {
+        config
+            .settings()
+            .any(|later| later.line > s.line && later.key == "lxc.include")
+    })
 }
 
 /// `c 5:1 ...`: a rule lxc-fixtty may replace by its own.

@@ -3,8 +3,14 @@
 use super::*;
 use crate::lxc::CgroupVersion;
 
-const V1_NO_AA: Host = Host { devices: CgroupVersion::V1, apparmor: false };
-const V2_AA: Host = Host { devices: CgroupVersion::V2, apparmor: true };
+const V1_NO_AA: Host = Host {
+    devices: CgroupVersion::V1,
+    apparmor: false,
+};
+const V2_AA: Host = Host {
+    devices: CgroupVersion::V2,
+    apparmor: true,
+};
 
 const BUSYBOX: &str = "\
 # Template used to create this container: /usr/share/lxc/templates/lxc-busybox
@@ -72,8 +78,14 @@ lxc.cgroup.devices.deny = c 5:1 rwm
 #[test]
 fn apparmor_kept_where_the_kernel_has_it_and_cgroup2_key_on_v2() {
     let once = fixed(BUSYBOX, &V2_AA);
-    assert!(once.contains("lxc.apparmor.profile = generated\n"), "{once}");
-    assert!(once.ends_with("lxc.cgroup2.devices.deny = c 5:1 rwm\n"), "{once}");
+    assert!(
+        once.contains("lxc.apparmor.profile = generated\n"),
+        "{once}"
+    );
+    assert!(
+        once.ends_with("lxc.cgroup2.devices.deny = c 5:1 rwm\n"),
+        "{once}"
+    );
     assert_eq!(problems(&once, &V2_AA), []);
 }
 
@@ -81,11 +93,17 @@ fn apparmor_kept_where_the_kernel_has_it_and_cgroup2_key_on_v2() {
 fn legacy_keys_are_removed_and_replaced() {
     let text = "lxc.rootfs.path = /r\nlxc.tty = 4\nlxc.console = none\n";
     let found = problems(text, &V1_NO_AA);
-    assert_eq!(found[0].to_string(), "lxc.tty = 4 (line 2) is a legacy key LXC 3.0 and later refuse (lxc.tty.max replaces it)");
+    assert_eq!(
+        found[0].to_string(),
+        "lxc.tty = 4 (line 2) is a legacy key LXC 3.0 and later refuse (lxc.tty.max replaces it)"
+    );
     let once = fixed(text, &V1_NO_AA);
     assert!(!once.contains("lxc.tty ="), "{once}");
     assert!(!once.contains("lxc.console ="), "{once}");
-    assert!(once.contains("lxc.tty.max = 0\nlxc.console.path = none\n"), "{once}");
+    assert!(
+        once.contains("lxc.tty.max = 0\nlxc.console.path = none\n"),
+        "{once}"
+    );
 }
 
 #[test]
@@ -98,9 +116,20 @@ fn a_later_include_or_allow_undoes_a_setting() {
         found[0].to_string(),
         "lxc.tty.max = 0 (line 1) may be overridden by line 4 (lxc.include = /nonexistent/ckpt/common.conf): it must come last"
     );
-    assert!(found[2].to_string().contains("line 5 (lxc.cgroup.devices.allow = c 5:* rwm) may allow it again"), "{}", found[2]);
+    assert!(
+        found[2]
+            .to_string()
+            .contains("line 5 (lxc.cgroup.devices.allow = c 5:* rwm) may allow it again"),
+        "{}",
+        found[2]
+    );
     let once = fixed(text, &V1_NO_AA);
-    assert!(once.starts_with("lxc.include = /nonexistent/ckpt/common.conf\nlxc.cgroup.devices.allow = c 5:* rwm\n"), "{once}");
+    assert!(
+        once.starts_with(
+            "lxc.include = /nonexistent/ckpt/common.conf\nlxc.cgroup.devices.allow = c 5:* rwm\n"
+        ),
+        "{once}"
+    );
     assert_eq!(problems(&once, &V1_NO_AA), []);
 }
 
@@ -108,8 +137,14 @@ fn a_later_include_or_allow_undoes_a_setting() {
 fn deny_all_counts_until_something_allows_the_console_again() {
     let base = "lxc.tty.max = 0\nlxc.console.path = none\nlxc.cgroup.devices.deny = a\n";
     assert_eq!(problems(base, &V1_NO_AA), []);
-    let allowed = format!("{base}lxc.cgroup.devices.allow = c 136:* rwm\nlxc.cgroup.devices.allow = c *:* m\n");
-    assert_eq!(problems(&allowed, &V1_NO_AA), [], "neither rule gives back /dev/console rw");
+    let allowed = format!(
+        "{base}lxc.cgroup.devices.allow = c 136:* rwm\nlxc.cgroup.devices.allow = c *:* m\n"
+    );
+    assert_eq!(
+        problems(&allowed, &V1_NO_AA),
+        [],
+        "neither rule gives back /dev/console rw"
+    );
     let again = format!("{base}lxc.cgroup.devices.allow = c 5:1 rwm\n");
     assert_eq!(problems(&again, &V1_NO_AA).len(), 1);
 }
@@ -118,7 +153,11 @@ fn deny_all_counts_until_something_allows_the_console_again() {
 fn an_included_apparmor_profile_is_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let nesting = dir.path().join("nesting.conf");
-    std::fs::write(&nesting, "lxc.apparmor.profile = lxc-container-default-with-nesting\n").unwrap();
+    std::fs::write(
+        &nesting,
+        "lxc.apparmor.profile = lxc-container-default-with-nesting\n",
+    )
+    .unwrap();
     let text = format!(
         "lxc.include = {}\nlxc.tty.max = 0\nlxc.console.path = none\nlxc.cgroup.devices.deny = c 5:1 rwm\n",
         dir.path().display()
@@ -129,4 +168,10 @@ fn an_included_apparmor_profile_is_cleared() {
     let once = fixed(&text, &V1_NO_AA);
     assert!(once.ends_with("lxc.apparmor.profile =\n"), "{once}");
     assert_eq!(problems(&once, &V1_NO_AA), []);
+}
+
+#[test]
+fn an_empty_tty_max_means_no_ttys() {
+    let text = "lxc.tty.max =\nlxc.console.path = none\nlxc.cgroup.devices.deny = c 5:1 rwm\n";
+    assert_eq!(problems(text, &V1_NO_AA), []);
 }

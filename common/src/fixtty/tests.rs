@@ -4,7 +4,10 @@ use std::os::unix::fs::{symlink, MetadataExt};
 
 use super::*;
 
-const HOST: Host = Host { devices: CgroupVersion::V1, apparmor: false };
+const HOST: Host = Host {
+    devices: CgroupVersion::V1,
+    apparmor: false,
+};
 
 struct Fake {
     _tmp: tempfile::TempDir,
@@ -20,14 +23,21 @@ fn fake() -> Fake {
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(
         container.config_path(),
-        format!("lxc.rootfs.path = dir:{}\nlxc.tty.max = 5\nlxc.apparmor.profile = generated\n", rootfs.display()),
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.tty.max = 5\nlxc.apparmor.profile = generated\n",
+            rootfs.display()
+        ),
     )
     .unwrap();
     std::fs::write(rootfs.join("etc/inittab"), "::sysinit:/etc/init.d/rcS\ntty1::respawn:/bin/getty -L tty1 115200 vt100\nconsole::askfirst:/bin/sh\n").unwrap();
     symlink("/dev/pts/0", rootfs.join("dev/tty1")).unwrap();
     symlink("/dev/null", rootfs.join("dev/tty")).unwrap();
     std::fs::write(rootfs.join("dev/tty2"), "").unwrap();
-    Fake { _tmp: tmp, container, rootfs }
+    Fake {
+        _tmp: tmp,
+        container,
+        rootfs,
+    }
 }
 
 fn actions(survey: &Survey) -> Vec<String> {
@@ -62,8 +72,14 @@ fn fix_applies_everything_with_backups_and_is_idempotent() {
     let said = std::cell::RefCell::new(Vec::new());
     let say = |m: &str| said.borrow_mut().push(m.to_string());
     fix(&Survey::take(&f.container, &HOST).unwrap(), &say).unwrap();
-    assert_eq!(std::fs::read(f.container.dir().join(CONFIG_BACKUP)).unwrap(), config_before);
-    assert_eq!(std::fs::read(f.rootfs.join("etc/inittab.ckpt-orig")).unwrap(), inittab_before);
+    assert_eq!(
+        std::fs::read(f.container.dir().join(CONFIG_BACKUP)).unwrap(),
+        config_before
+    );
+    assert_eq!(
+        std::fs::read(f.rootfs.join("etc/inittab.ckpt-orig")).unwrap(),
+        inittab_before
+    );
     assert_eq!(
         std::fs::read_to_string(f.rootfs.join("etc/inittab")).unwrap(),
         "::sysinit:/etc/init.d/rcS\n# lxc-fixtty: tty1::respawn:/bin/getty -L tty1 115200 vt100\n\
@@ -73,15 +89,27 @@ fn fix_applies_everything_with_backups_and_is_idempotent() {
         let meta = std::fs::symlink_metadata(f.rootfs.join("dev").join(tty)).unwrap();
         assert!(meta.is_file() && meta.len() == 0, "{tty}: {meta:?}");
     }
-    assert_eq!(std::fs::symlink_metadata(f.rootfs.join("dev/tty0")).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(
+        std::fs::symlink_metadata(f.rootfs.join("dev/tty0"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o644
+    );
     let said = said.into_inner();
     assert_eq!(said.last().unwrap(), "fixed 9 problems, checkpointable now");
-    assert!(said[0].starts_with("saved the original config as "), "{said:#?}");
+    assert!(
+        said[0].starts_with("saved the original config as "),
+        "{said:#?}"
+    );
 
     let again = Survey::take(&f.container, &HOST).unwrap();
     assert_eq!(again.problems, []);
     let backup = std::fs::read(f.container.dir().join(CONFIG_BACKUP)).unwrap();
-    assert_eq!(backup, config_before, "the backup of the original is never overwritten");
+    assert_eq!(
+        backup, config_before,
+        "the backup of the original is never overwritten"
+    );
 }
 
 #[test]
@@ -92,14 +120,24 @@ fn a_dev_symlink_is_never_followed() {
     std::fs::remove_dir_all(f.rootfs.join("dev")).unwrap();
     symlink(outside.path(), f.rootfs.join("dev")).unwrap();
     let err = Survey::take(&f.container, &HOST).err().unwrap();
-    assert!(format!("{err:#}").contains("lxc-fixtty does not follow it"), "{err:#}");
-    assert_eq!(std::fs::read(outside.path().join("tty1")).unwrap(), b"host file");
+    assert!(
+        format!("{err:#}").contains("lxc-fixtty does not follow it"),
+        "{err:#}"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("tty1")).unwrap(),
+        b"host file"
+    );
 }
 
 #[test]
 fn unsupported_rootfs_is_a_clear_error() {
     let f = fake();
-    std::fs::write(f.container.config_path(), "lxc.rootfs.path = overlay:/a:/b\n").unwrap();
+    std::fs::write(
+        f.container.config_path(),
+        "lxc.rootfs.path = overlay:/a:/b\n",
+    )
+    .unwrap();
     let err = Survey::take(&f.container, &HOST).err().unwrap();
     assert_eq!(
         format!("{err:#}"),

@@ -23,17 +23,24 @@ pub struct Perms {
 
 impl Perms {
     /// What a new file gets when there is nothing to copy the perms from.
-    pub const DEFAULT: Perms = Perms { mode: 0o644, owner: None };
+    pub const DEFAULT: Perms = Perms {
+        mode: 0o644,
+        owner: None,
+    };
 }
 
 /// The perms of the regular file `name` in `dir`, or `None` when there is no such file. A symlink
 /// or other non-regular file is an error: it is never followed.
 pub fn perms_at(dir: impl AsFd, name: &OsStr) -> io::Result<Option<Perms>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-            Ok(Some(Perms { mode: st.st_mode & 0o7777, owner: Some((st.st_uid, st.st_gid)) }))
-        }
-        Ok(_) => Err(io::Error::other(format!("{} is not a regular file", Path::new(name).display()))),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => Ok(Some(Perms {
+            mode: st.st_mode & 0o7777,
+            owner: Some((st.st_uid, st.st_gid)),
+        })),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} is not a regular file",
+            Path::new(name).display()
+        ))),
         Err(Errno::NOENT) => Ok(None),
         Err(err) => Err(err.into()),
     }
@@ -70,11 +77,22 @@ pub fn create_file(path: &Path, data: &[u8], perms: Perms) -> io::Result<bool> {
 }
 
 fn open_parent(path: &Path) -> io::Result<(std::os::fd::OwnedFd, &OsStr)> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let dir = rustix::fs::openat(CWD, parent, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
+    })?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = rustix::fs::openat(
+        CWD,
+        parent,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok((dir, name))
 }
 
@@ -97,7 +115,11 @@ fn write_renamed(
         // After fchown, which clears setuid/setgid bits.
         file.set_permissions(std::fs::Permissions::from_mode(perms.mode))?;
         file.sync_all()?;
-        let flags = if no_replace { RenameFlags::NOREPLACE } else { RenameFlags::empty() };
+        let flags = if no_replace {
+            RenameFlags::NOREPLACE
+        } else {
+            RenameFlags::empty()
+        };
         match rustix::fs::renameat_with(dir, &temp, dir, name, flags) {
             Ok(()) => {}
             Err(Errno::EXIST) if no_replace => return Ok(false),
@@ -114,7 +136,10 @@ fn write_renamed(
 }
 
 /// Creates a fresh temp file `.NAME.ckpt-tmp.PID.N` in `dir`, never following a symlink.
-fn create_temp(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> io::Result<(File, std::ffi::OsString)> {
+fn create_temp(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+) -> io::Result<(File, std::ffi::OsString)> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     for n in 0..1000 {
         let mut temp = std::ffi::OsString::from(".");
@@ -126,7 +151,10 @@ fn create_temp(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> io::Result<(Fi
             Err(err) => return Err(err.into()),
         }
     }
-    Err(io::Error::other(format!("cannot create a temp file for {}", Path::new(name).display())))
+    Err(io::Error::other(format!(
+        "cannot create a temp file for {}",
+        Path::new(name).display()
+    )))
 }
 
 #[cfg(test)]
@@ -138,12 +166,19 @@ mod tests {
     fn create_never_replaces_and_keeps_perms() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.ckpt-orig");
-        let perms = Perms { mode: 0o640, owner: None };
+        let perms = Perms {
+            mode: 0o640,
+            owner: None,
+        };
         assert!(create_file(&path, b"one", perms).unwrap());
         assert!(!create_file(&path, b"two", perms).unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), b"one");
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
@@ -166,7 +201,10 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         replace_file(&link, b"new").unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
     }
 }

@@ -24,14 +24,24 @@ where
         .stderr(Stdio::piped())
         .output()
         .map_err(|source| match source.kind() {
-            ErrorKind::NotFound => LxcError::NotInstalled { program: program.to_string() },
-            _ => LxcError::Spawn { program: program.to_string(), source },
+            ErrorKind::NotFound => LxcError::NotInstalled {
+                program: program.to_string(),
+            },
+            _ => LxcError::Spawn {
+                program: program.to_string(),
+                source,
+            },
         })?;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let last = stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     let status = match output.status.code() {
         Some(code) => format!("exit status {code}"),
         None => output.status.to_string(),
@@ -66,14 +76,23 @@ mod tests {
 
     #[test]
     fn failure_names_command_and_last_stderr_line() {
-        let err = run_command("sh", ["-c", "echo noise >&2; echo 'the reason' >&2; echo >&2; exit 3"])
-            .unwrap_err();
+        let err = run_command(
+            "sh",
+            [
+                "-c",
+                "echo noise >&2; echo 'the reason' >&2; echo >&2; exit 3",
+            ],
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert_eq!(text, "`sh -c echo noise >&2; echo 'the reason' >&2; echo >&2; exit 3` failed (exit status 3): the reason");
     }
 
     #[test]
     fn success_returns_stdout() {
-        assert_eq!(run_command("sh", ["-c", "echo RUNNING"]).unwrap(), "RUNNING\n");
+        assert_eq!(
+            run_command("sh", ["-c", "echo RUNNING"]).unwrap(),
+            "RUNNING\n"
+        );
     }
 }

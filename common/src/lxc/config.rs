@@ -19,7 +19,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Line {
     /// A `key = value` line. `raw` is the original text, `None` once the value was edited.
-    Entry { key: String, value: String, raw: Option<String> },
+    Entry {
+        key: String,
+        value: String,
+        raw: Option<String>,
+    },
     /// A comment, a blank line, or anything LXC would not read as a setting.
     Other(String),
 }
@@ -43,7 +47,10 @@ impl Config {
         if pieces.last() == Some(&"") {
             pieces.pop();
         }
-        Config { lines: pieces.into_iter().map(parse_line).collect(), trailing_newline }
+        Config {
+            lines: pieces.into_iter().map(parse_line).collect(),
+            trailing_newline,
+        }
     }
 
     /// Reads and parses the config file at `path`.
@@ -62,10 +69,17 @@ impl Config {
 
     /// Every setting in file order.
     pub fn settings(&self) -> impl Iterator<Item = Setting<'_>> + '_ {
-        self.lines.iter().enumerate().filter_map(|(i, line)| match line {
-            Line::Entry { key, value, .. } => Some(Setting { line: i + 1, key, value }),
-            Line::Other(_) => None,
-        })
+        self.lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| match line {
+                Line::Entry { key, value, .. } => Some(Setting {
+                    line: i + 1,
+                    key,
+                    value,
+                }),
+                Line::Other(_) => None,
+            })
     }
 
     /// The last setting of `key`: the one LXC uses for a single-valued key.
@@ -80,7 +94,10 @@ impl Config {
 
     /// Every value of `key` in file order (for list keys such as `lxc.mount.entry`).
     pub fn get_all(&self, key: &str) -> Vec<&str> {
-        self.settings().filter(|s| s.key == key).map(|s| s.value).collect()
+        self.settings()
+            .filter(|s| s.key == key)
+            .map(|s| s.value)
+            .collect()
     }
 
     /// Sets the single-valued `key`: edits its last setting in place and removes earlier ones, or
@@ -91,7 +108,10 @@ impl Config {
             return true;
         };
         let mut changed = false;
-        if let Line::Entry { value: old, raw, .. } = &mut self.lines[last] {
+        if let Line::Entry {
+            value: old, raw, ..
+        } = &mut self.lines[last]
+        {
             if old != value {
                 *old = value.to_string();
                 *raw = None;
@@ -110,7 +130,11 @@ impl Config {
 
     /// Appends `key = value` at the end.
     pub fn append(&mut self, key: &str, value: &str) {
-        self.lines.push(Line::Entry { key: key.to_string(), value: value.to_string(), raw: None });
+        self.lines.push(Line::Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            raw: None,
+        });
         self.trailing_newline = true;
     }
 
@@ -127,7 +151,11 @@ impl Config {
         self.lines.retain(|line| {
             number += 1;
             match line {
-                Line::Entry { key, value, .. } => !remove(&Setting { line: number, key, value }),
+                Line::Entry { key, value, .. } => !remove(&Setting {
+                    line: number,
+                    key,
+                    value,
+                }),
                 Line::Other(_) => true,
             }
         });
@@ -170,8 +198,16 @@ impl fmt::Display for Config {
             }
             match line {
                 Line::Entry { raw: Some(raw), .. } | Line::Other(raw) => f.write_str(raw)?,
-                Line::Entry { key, value, raw: None } if value.is_empty() => write!(f, "{key} =")?,
-                Line::Entry { key, value, raw: None } => write!(f, "{key} = {value}")?,
+                Line::Entry {
+                    key,
+                    value,
+                    raw: None,
+                } if value.is_empty() => write!(f, "{key} =")?,
+                Line::Entry {
+                    key,
+                    value,
+                    raw: None,
+                } => write!(f, "{key} = {value}")?,
             }
         }
         if self.trailing_newline && !self.lines.is_empty() {
@@ -183,7 +219,8 @@ impl fmt::Display for Config {
 
 /// True when `key` is `namespace` or below it (`lxc.apparmor.profile` is in `lxc.apparmor`).
 pub fn in_namespace(key: &str, namespace: &str) -> bool {
-    key.strip_prefix(namespace).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    key.strip_prefix(namespace)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 fn parse_line(text: &str) -> Line {
@@ -192,12 +229,18 @@ fn parse_line(text: &str) -> Line {
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return other();
     }
-    let Some((key, value)) = trimmed.split_once('=') else { return other() };
+    let Some((key, value)) = trimmed.split_once('=') else {
+        return other();
+    };
     let key = key.trim();
     if key.is_empty() || key.contains(char::is_whitespace) {
         return other();
     }
-    Line::Entry { key: key.to_string(), value: unquote(value.trim()).to_string(), raw: Some(text.to_string()) }
+    Line::Entry {
+        key: key.to_string(),
+        value: unquote(value.trim()).to_string(),
+        raw: Some(text.to_string()),
+    }
 }
 
 /// Removes one pair of matching quotes around a value, as LXC does.

@@ -18,7 +18,14 @@ lxc.mount.entry = /usr/lib usr/lib none ro,bind 0 0
 
 #[test]
 fn round_trip_is_byte_exact() {
-    for text in [BUSYBOX, "", "\n", "a = b", "  weird line without equals\n\tlxc.x=y  \r\n", "= v\n"] {
+    for text in [
+        BUSYBOX,
+        "",
+        "\n",
+        "a = b",
+        "  weird line without equals\n\tlxc.x=y  \r\n",
+        "= v\n",
+    ] {
         assert_eq!(Config::parse(text).to_string(), text);
     }
 }
@@ -27,9 +34,19 @@ fn round_trip_is_byte_exact() {
 fn parses_like_lxc() {
     let config = Config::parse(BUSYBOX);
     assert_eq!(config.get("lxc.uts.name"), Some("u1"));
-    assert_eq!(config.get("lxc.include"), None, "a commented line is no setting");
+    assert_eq!(
+        config.get("lxc.include"),
+        None,
+        "a commented line is no setting"
+    );
     assert_eq!(config.get("lxc.tty.max"), Some("5"));
-    assert_eq!(config.get_all("lxc.mount.entry"), ["/lib lib none ro,bind 0 0", "/usr/lib usr/lib none ro,bind 0 0"]);
+    assert_eq!(
+        config.get_all("lxc.mount.entry"),
+        [
+            "/lib lib none ro,bind 0 0",
+            "/usr/lib usr/lib none ro,bind 0 0"
+        ]
+    );
     let last = config.last("lxc.tty.max").unwrap();
     assert_eq!((last.line, last.key, last.value), (9, "lxc.tty.max", "5"));
     let spaced = Config::parse("  lxc.a=1\nlxc.a   =   '2'  \nlxc.b = it's = ok\n");
@@ -42,7 +59,10 @@ fn parses_like_lxc() {
 fn set_edits_in_place_or_appends() {
     let mut config = Config::parse(BUSYBOX);
     assert!(config.set("lxc.tty.max", "0"));
-    assert!(!config.set("lxc.tty.max", "0"), "setting the same value again changes nothing");
+    assert!(
+        !config.set("lxc.tty.max", "0"),
+        "setting the same value again changes nothing"
+    );
     assert!(config.set("lxc.console.path", "none"));
     let want = BUSYBOX.replace("lxc.tty.max = 5", "lxc.tty.max = 0") + "lxc.console.path = none\n";
     assert_eq!(config.to_string(), want);
@@ -72,8 +92,14 @@ fn remove_by_namespace_and_predicate() {
     assert_eq!(config.remove_key_prefix("lxc.apparmor"), 2);
     assert_eq!(config.remove_key_prefix("lxc.apparmor"), 0);
     assert!(!config.to_string().contains("lxc.apparmor"));
-    assert_eq!(config.remove_matching(|s| s.key == "lxc.mount.entry" && s.value.starts_with("/usr")), 1);
-    assert_eq!(config.get_all("lxc.mount.entry"), ["/lib lib none ro,bind 0 0"]);
+    assert_eq!(
+        config.remove_matching(|s| s.key == "lxc.mount.entry" && s.value.starts_with("/usr")),
+        1
+    );
+    assert_eq!(
+        config.get_all("lxc.mount.entry"),
+        ["/lib lib none ro,bind 0 0"]
+    );
     assert!(in_namespace("lxc.apparmor", "lxc.apparmor"));
     assert!(!in_namespace("lxc.apparmorx", "lxc.apparmor"));
     assert!(!in_namespace("lxc.tty.max", "lxc.tty.max.x"));
@@ -89,14 +115,26 @@ fn save_is_atomic_and_keeps_the_mode() {
     let mut config = Config::load(&path).unwrap();
     config.set("lxc.tty.max", "0");
     config.save(&path).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), BUSYBOX.replace("= 5", "= 0"));
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o640);
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        BUSYBOX.replace("= 5", "= 0")
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["config"], "no temp file is left behind");
 }
 
 #[test]
 fn load_error_names_the_file() {
     let err = Config::load(Path::new("/nonexistent/ckpt/config")).unwrap_err();
-    assert!(format!("{err:#}").contains("cannot read container config /nonexistent/ckpt/config"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("cannot read container config /nonexistent/ckpt/config"),
+        "{err:#}"
+    );
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{default_lxcpath, run_command, Config, LxcError};
+use crate::error::usage;
 
 /// A container `NAME` under `LXCPATH` (`LXCPATH/NAME/config` is its config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,19 +34,25 @@ impl Container {
     /// A container handle; checks only that `name` can be a container name (non-empty, no `/`).
     pub fn new(name: &str, lxcpath: impl Into<PathBuf>) -> Result<Container, LxcError> {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', '\n']) {
-            return Err(LxcError::BadName { name: name.to_string() });
+            return Err(LxcError::BadName {
+                name: name.to_string(),
+            });
         }
-        Ok(Container { name: name.to_string(), lxcpath: lxcpath.into() })
+        Ok(Container {
+            name: name.to_string(),
+            lxcpath: lxcpath.into(),
+        })
     }
 
     /// The existing container `name` under `lxcpath`, or under [`default_lxcpath`] when `None`.
-    /// Errors name what is wrong: a bad name, no such container ("check the name and -P").
+    /// Errors name what is wrong: a bad name (a usage error, exit 2), no such container ("check
+    /// the name and -P").
     pub fn locate(name: &str, lxcpath: Option<&Path>) -> anyhow::Result<Container> {
         let lxcpath = match lxcpath {
             Some(path) => path.to_path_buf(),
             None => default_lxcpath()?,
         };
-        let container = Container::new(name, lxcpath)?;
+        let container = Container::new(name, lxcpath).map_err(|err| usage(err.to_string()))?;
         container.ensure_exists()?;
         Ok(container)
     }
@@ -67,10 +74,13 @@ impl Container {
 
     /// [`LxcError::NoSuchContainer`] unless the container exists.
     pub fn ensure_exists(&self) -> Result<(), LxcError> {
-        match self.exists() {
-            true => Ok(()),
-            false => Err(LxcError::NoSuchContainer { name: self.name.clone(), lxcpath: self.lxcpath.clone() }),
+        if self.exists() {
+            return Ok(());
         }
+        Err(LxcError::NoSuchContainer {
+            name: self.name.clone(),
+            lxcpath: self.lxcpath.clone(),
+        })
     }
 
     /// Reads the container's config.
@@ -96,16 +106,26 @@ impl Container {
         let Some(value) = config.get("lxc.rootfs.path").filter(|v| !v.is_empty()) else {
             let config_path = self.config_path();
             return Err(match config.get("lxc.rootfs") {
-                Some(_) => LxcError::LegacyConfig { key: "lxc.rootfs".to_string(), config: config_path },
-                None => LxcError::NoRootfs { name: self.name.clone(), config: config_path },
+                Some(_) => LxcError::LegacyConfig {
+                    key: "lxc.rootfs".to_string(),
+                    config: config_path,
+                },
+                None => LxcError::NoRootfs {
+                    name: self.name.clone(),
+                    config: config_path,
+                },
             });
         };
         let path = Path::new(value.strip_prefix("dir:").unwrap_or(value));
         if !path.is_absolute() {
-            let kind = value.split_once(':').map_or("relative path", |(kind, _)| kind);
+            let kind = value
+                .split_once(':')
+                .map_or("relative path", |(kind, _)| kind);
             return Err(unsupported(kind, value));
         }
-        if std::fs::metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())) {
+        if std::fs::metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+        {
             return Err(unsupported("blockdev", value));
         }
         Ok(path.to_path_buf())
@@ -116,7 +136,14 @@ impl Container {
     /// container looks STOPPED. [`Container::is_running`] also looks for the monitor process.
     pub fn state(&self) -> Result<State, LxcError> {
         let name = OsStr::new(&self.name);
-        let args = [OsStr::new("-P"), self.lxcpath.as_os_str(), OsStr::new("-n"), name, OsStr::new("-s"), OsStr::new("-H")];
+        let args = [
+            OsStr::new("-P"),
+            self.lxcpath.as_os_str(),
+            OsStr::new("-n"),
+            name,
+            OsStr::new("-s"),
+            OsStr::new("-H"),
+        ];
         let out = run_command("lxc-info", args)?;
         Ok(State::parse(out.trim()))
     }
@@ -146,7 +173,10 @@ impl Container {
 
     fn is_monitor_title(&self, cmdline: &[u8]) -> bool {
         let title = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-        let Some(rest) = std::str::from_utf8(title).ok().and_then(|t| t.strip_prefix("[lxc monitor] ")) else {
+        let Some(rest) = std::str::from_utf8(title)
+            .ok()
+            .and_then(|t| t.strip_prefix("[lxc monitor] "))
+        else {
             return false;
         };
         match rest.trim_end().rsplit_once(' ') {

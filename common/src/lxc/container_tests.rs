@@ -28,14 +28,26 @@ fn bad_names_are_refused() {
 
 #[test]
 fn missing_container_error_says_what_to_do() {
-    let err = Container::new("u1", "/nonexistent/ckpt").unwrap().ensure_exists().unwrap_err();
-    assert_eq!(err.to_string(), "no container u1 in /nonexistent/ckpt: check the name and -P");
+    let err = Container::new("u1", "/nonexistent/ckpt")
+        .unwrap()
+        .ensure_exists()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no container u1 in /nonexistent/ckpt: check the name and -P"
+    );
 }
 
 #[test]
 fn dir_and_plain_rootfs_are_supported() {
-    assert_eq!(rootfs("dir:/var/lib/lxc/u1/rootfs").unwrap(), Path::new("/var/lib/lxc/u1/rootfs"));
-    assert_eq!(rootfs("/srv/u1/rootfs").unwrap(), Path::new("/srv/u1/rootfs"));
+    assert_eq!(
+        rootfs("dir:/var/lib/lxc/u1/rootfs").unwrap(),
+        Path::new("/var/lib/lxc/u1/rootfs")
+    );
+    assert_eq!(
+        rootfs("/srv/u1/rootfs").unwrap(),
+        Path::new("/srv/u1/rootfs")
+    );
 }
 
 #[test]
@@ -57,10 +69,18 @@ fn other_rootfs_types_are_refused_by_name() {
 
 #[test]
 fn missing_or_legacy_rootfs_key() {
-    let err = container().rootfs_in(&Config::parse("lxc.uts.name = u1\n")).unwrap_err();
+    let err = container()
+        .rootfs_in(&Config::parse("lxc.uts.name = u1\n"))
+        .unwrap_err();
     assert!(matches!(err, LxcError::NoRootfs { .. }), "{err}");
-    let err = container().rootfs_in(&Config::parse("lxc.rootfs = /a\n")).unwrap_err();
-    assert!(err.to_string().contains("lxc-update-config -c /var/lib/lxc/u1/config"), "{err}");
+    let err = container()
+        .rootfs_in(&Config::parse("lxc.rootfs = /a\n"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("lxc-update-config -c /var/lib/lxc/u1/config"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -20,14 +20,25 @@ pub enum LxcError {
     LegacyConfig { key: String, config: PathBuf },
     /// `lxc.rootfs.path` names a storage backend other than a plain directory.
     #[error("container {name}: rootfs type {kind} is not supported, only dir (lxc.rootfs.path = {value})")]
-    UnsupportedRootfs { name: String, kind: String, value: String },
+    UnsupportedRootfs {
+        name: String,
+        kind: String,
+        value: String,
+    },
     /// An lxc-* program is not on PATH.
     #[error("{program} is not installed: install LXC (Debian: apt-get install lxc)")]
     NotInstalled { program: String },
     /// An lxc-* program ran and failed; `stderr` is the last line it printed.
     #[error("`{command}` failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
-    CommandFailed { command: String, status: String, stderr: String },
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     /// An lxc-* program could not be started or read for another reason.
     #[error("cannot run {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
 }

@@ -59,7 +59,9 @@ pub fn devices_cgroup_version() -> CgroupVersion {
 fn has_v1_devices(mounts: &str) -> bool {
     mounts.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() >= 4 && fields[2] == "cgroup" && fields[3].split(',').any(|opt| opt == "devices")
+        fields.len() >= 4
+            && fields[2] == "cgroup"
+            && fields[3].split(',').any(|opt| opt == "devices")
     })
 }
 
@@ -83,9 +85,19 @@ mod tests {
                       cgroup /sys/fs/cgroup/devices cgroup rw,relatime,devices 0 0\n\
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
         assert!(has_v1_devices(hybrid));
-        assert!(!has_v1_devices("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n"));
-        assert!(!has_v1_devices("cgroup /sys/fs/cgroup/x cgroup rw,devicesx 0 0\n"));
-        assert_eq!(CgroupVersion::V1.devices_deny_key(), "lxc.cgroup.devices.deny");
-        assert_eq!(CgroupVersion::V2.devices_deny_key(), "lxc.cgroup2.devices.deny");
+        assert!(!has_v1_devices(
+            "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n"
+        ));
+        assert!(!has_v1_devices(
+            "cgroup /sys/fs/cgroup/x cgroup rw,devicesx 0 0\n"
+        ));
+        assert_eq!(
+            CgroupVersion::V1.devices_deny_key(),
+            "lxc.cgroup.devices.deny"
+        );
+        assert_eq!(
+            CgroupVersion::V2.devices_deny_key(),
+            "lxc.cgroup2.devices.deny"
+        );
     }
 }

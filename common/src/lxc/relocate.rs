@@ -23,16 +23,24 @@ impl Config {
     /// below `/var/lib/lxc`. Returns what changed, in file order.
     pub fn rewrite_paths(&mut self, old: &Path, new: &Path) -> anyhow::Result<Vec<PathRewrite>> {
         let utf8 = |p: &Path| {
-            p.to_str().map(|s| s.trim_end_matches('/').to_string()).ok_or_else(|| {
-                anyhow::anyhow!("cannot rewrite config paths: {} is not valid UTF-8", p.display())
-            })
+            p.to_str()
+                .map(|s| s.trim_end_matches('/').to_string())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "cannot rewrite config paths: {} is not valid UTF-8",
+                        p.display()
+                    )
+                })
         };
         let (old, new) = (utf8(old)?, utf8(new)?);
         if old.is_empty() || old == new {
             return Ok(Vec::new());
         }
         let changed = self.edit_values(|_, value| rewrite_value(value, &old, &new));
-        Ok(changed.into_iter().map(|(key, old, new)| PathRewrite { key, old, new }).collect())
+        Ok(changed
+            .into_iter()
+            .map(|(key, old, new)| PathRewrite { key, old, new })
+            .collect())
     }
 }
 
@@ -44,11 +52,18 @@ fn rewrite_value(value: &str, old: &str, new: &str) -> Option<String> {
     let mut rest = value;
     let mut changed = false;
     while let Some(at) = rest.find(old) {
-        let start_ok = match rest[..at].chars().next_back() {
+        let start_ok = match rest[..at]
+            .chars()
+            .next_back()
+            .or_else(|| out.chars().next_back())
+        {
             Some(c) => before_ok(c),
-            None => out.chars().next_back().map_or(true, before_ok),
+            None => true,
         };
-        let end_ok = rest[at + old.len()..].chars().next().map_or(true, after_ok);
+        let end_ok = match rest[at + old.len()..].chars().next() {
+            Some(c) => after_ok(c),
+            None => true,
+        };
         out.push_str(&rest[..at]);
         if start_ok && end_ok {
             out.push_str(new);
@@ -68,7 +83,9 @@ mod tests {
 
     fn rewrite(text: &str, old: &str, new: &str) -> (String, usize) {
         let mut config = Config::parse(text);
-        let changed = config.rewrite_paths(Path::new(old), Path::new(new)).unwrap();
+        let changed = config
+            .rewrite_paths(Path::new(old), Path::new(new))
+            .unwrap();
         (config.to_string(), changed.len())
     }
 
@@ -122,10 +139,14 @@ mod tests {
 
     #[test]
     fn untouched_lines_stay_byte_exact() {
-        let text = "  lxc.rootfs.path=dir:/a/u1/rootfs   \n#lxc.log.file = /a/u1/log\nlxc.tty.max =   5";
+        let text =
+            "  lxc.rootfs.path=dir:/a/u1/rootfs   \n#lxc.log.file = /a/u1/log\nlxc.tty.max =   5";
         let (out, n) = rewrite(text, "/a", "/b");
         assert_eq!(n, 1);
-        assert_eq!(out, "lxc.rootfs.path = dir:/b/u1/rootfs\n#lxc.log.file = /a/u1/log\nlxc.tty.max =   5");
+        assert_eq!(
+            out,
+            "lxc.rootfs.path = dir:/b/u1/rootfs\n#lxc.log.file = /a/u1/log\nlxc.tty.max =   5"
+        );
     }
 
     #[test]
