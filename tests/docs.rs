@@ -5,7 +5,13 @@ mod util;
 
 use util::Dir;
 
-const TOOLS: [&str; 5] = ["ckpt-dump", "ckpt-pack", "ckpt-unpack", "ckpt-restore", "lxc-fixtty"];
+const TOOLS: [&str; 5] = [
+    "ckpt-dump",
+    "ckpt-pack",
+    "ckpt-unpack",
+    "ckpt-restore",
+    "lxc-fixtty",
+];
 
 fn long_flags(help: &str) -> Vec<String> {
     let mut flags: Vec<String> = help
@@ -27,17 +33,31 @@ fn every_flag_in_help_is_in_the_man_page() {
             .unwrap_or_else(|e| panic!("man/{tool}.1: {e}"));
         let page = page.replace("\\-", "-");
         for flag in long_flags(&help) {
-            assert!(page.contains(&flag), "man/{tool}.1 does not document {flag} (from --help)");
+            assert!(
+                page.contains(&flag),
+                "man/{tool}.1 does not document {flag} (from --help)"
+            );
         }
-        assert!(page.contains(".SH EXIT STATUS") && page.contains(".SH EXAMPLES"), "{tool}.1 lacks sections");
+        assert!(
+            page.contains(".SH EXIT STATUS") && page.contains(".SH EXAMPLES"),
+            "{tool}.1 lacks sections"
+        );
     }
-    assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/man/ckpt-stream.5")).is_file());
+    assert!(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/man/ckpt-stream.5")).is_file()
+    );
 }
 
 #[test]
 fn readme_shows_the_two_commands_and_the_pipeline() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for needle in ["make demo", "make test", "ckpt-dump u1 | ssh", "ckpt-unpack -C"] {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for needle in [
+        "make demo",
+        "make test",
+        "ckpt-dump u1 | ssh",
+        "ckpt-unpack -C",
+    ] {
         assert!(readme.contains(needle), "README.md lacks {needle:?}");
     }
 }

@@ -8,27 +8,61 @@ use util::testbed::{Container, Testbed};
 
 /// Makes `c` checkpointable with lxc-fixtty, starts it on `host` and waits for its workloads.
 fn start_fixed(tb: &Testbed, host: &str, c: &Container) {
-    let fix = tb.sh(host, &format!("$BIN/lxc-fixtty -q -P {} {}", tb.lxcpath(host).display(), c.name));
+    let fix = tb.sh(
+        host,
+        &format!(
+            "$BIN/lxc-fixtty -q -P {} {}",
+            tb.lxcpath(host).display(),
+            c.name
+        ),
+    );
     fix.expect_code(0);
-    tb.sh(host, &format!("lxc-start -P {} -n {}", tb.lxcpath(host).display(), c.name)).expect_code(0);
+    tb.sh(
+        host,
+        &format!("lxc-start -P {} -n {}", tb.lxcpath(host).display(), c.name),
+    )
+    .expect_code(0);
     tb.workload(host, c).wait_ready();
 }
 
 /// Checks that the container moved with its state: same PIDs, counter went on, memory intact,
 /// reachable at its IP from the client, and only one copy running.
-fn assert_moved(tb: &Testbed, from: &str, to: &str, c: &Container, before: (u64, (String, String), String)) {
+fn assert_moved(
+    tb: &Testbed,
+    from: &str,
+    to: &str,
+    c: &Container,
+    before: (u64, (String, String), String),
+) {
     let w = tb.workload(to, c);
     let (count, pids, sum) = before;
     let now = w.wait_counter_above(count);
     assert!(now > count, "counter did not go on: {count} -> {now}");
-    assert_eq!(w.pids(), pids, "workload PIDs changed: the processes were restarted, not restored");
+    assert_eq!(
+        w.pids(),
+        pids,
+        "workload PIDs changed: the processes were restarted, not restored"
+    );
     let round = w.sum().0;
-    assert_eq!(w.next_sum_after(round), sum, "memory checksum changed across the migration");
+    assert_eq!(
+        w.next_sum_after(round),
+        sum,
+        "memory checksum changed across the migration"
+    );
     assert_eq!(w.start_sum(), sum);
-    tb.sh("client", &format!("ping -c 1 -W 3 {}", c.ip)).expect_code(0);
+    tb.sh("client", &format!("ping -c 1 -W 3 {}", c.ip))
+        .expect_code(0);
     tb.assert_only_on(to, c);
-    assert!(tb.strays(from, &[]).is_empty(), "{from} keeps {:?}", tb.strays(from, &[]));
-    assert_eq!(tb.strays(to, &[&c.name]), Vec::<String>::new(), "leftovers in {to}'s lxcpath");
+    assert!(
+        tb.strays(from, &[]).is_empty(),
+        "{from} keeps {:?}",
+        tb.strays(from, &[])
+    );
+    assert_eq!(
+        tb.strays(to, &[&c.name]),
+        Vec::<String>::new(),
+        "leftovers in {to}'s lxcpath"
+    );
 }
 
 fn snapshot(tb: &Testbed, host: &str, c: &Container) -> (u64, (String, String), String) {
@@ -43,13 +77,21 @@ fn fixtty_makes_a_fresh_container_checkpointable_with_lxc_checkpoint() {
     let l1 = tb.lxcpath("host1");
     let check = format!("$BIN/lxc-fixtty --check -P {} fx1", l1.display());
     let run = tb.sh("host1", &check).expect_code(1);
-    assert!(run.stderr_str().contains("not checkpointable"), "{}", run.stderr_str());
+    assert!(
+        run.stderr_str().contains("not checkpointable"),
+        "{}",
+        run.stderr_str()
+    );
     start_fixed(&tb, "host1", &c);
     tb.sh("host1", &check).expect_code(0);
     let before = snapshot(&tb, "host1", &c);
     // The plain LXC way, with the restore options ckpt passes: the fixed container round-trips.
-    let dir = format!("/var/lib/e2efix/images");
-    tb.sh("host1", &format!("lxc-checkpoint -P $L1 -n fx1 -s -D {dir} </dev/null >/dev/null 2>&1")).expect_code(0);
+    let dir = "/var/lib/e2efix/images";
+    tb.sh(
+        "host1",
+        &format!("lxc-checkpoint -P $L1 -n fx1 -s -D {dir} </dev/null >/dev/null 2>&1"),
+    )
+    .expect_code(0);
     assert_eq!(tb.state("host1", "fx1"), "STOPPED");
     let restore = format!(
         "echo mntns-compat-mode > /var/lib/e2efix/restore.conf; CRIU_CONFIG_FILE=/var/lib/e2efix/restore.conf \
@@ -61,8 +103,17 @@ fn fixtty_makes_a_fresh_container_checkpointable_with_lxc_checkpoint() {
     assert_eq!(w.pids(), before.1);
     assert_eq!(w.next_sum_after(w.sum().0), before.2);
     // The test bed's ssh: host1 runs lxc-info on host2 and sees host2's view.
-    let run = tb.sh("host1", "$SSH host2 'echo $CKPT_TESTBED_HOST; ls $L2' </dev/null").expect_code(0);
-    assert!(run.stdout_str().starts_with("host2"), "{}", run.stdout_str());
+    let run = tb
+        .sh(
+            "host1",
+            "$SSH host2 'echo $CKPT_TESTBED_HOST; ls $L2' </dev/null",
+        )
+        .expect_code(0);
+    assert!(
+        run.stdout_str().starts_with("host2"),
+        "{}",
+        run.stdout_str()
+    );
 }
 
 #[test]
@@ -78,14 +129,22 @@ fn migration_there_and_back_keeps_state_ip_and_one_copy() {
              | $SSH {to} $BIN/ckpt-restore -P {lto} > /tmp/e2emig.ack"
         );
         let run = tb.sh(from, &script).expect_code(0);
-        assert!(run.stderr_str().contains("migrated"), "{}", run.stderr_str());
+        assert!(
+            run.stderr_str().contains("migrated"),
+            "{}",
+            run.stderr_str()
+        );
     };
     migrate("host1", "host2", "$L1", "$L2");
     assert_moved(&tb, "host1", "host2", &c, before);
     let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("/var/lib/e2emig/host1.stats").unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string("/var/lib/e2emig/host1.stats").unwrap())
+            .unwrap();
     assert!(stats["downtime_ms"].as_u64().unwrap() > 0, "{stats}");
-    assert!(stats["criu_dump"]["pages_written"].as_u64().unwrap() > 192 * 256, "{stats}");
+    assert!(
+        stats["criu_dump"]["pages_written"].as_u64().unwrap() > 192 * 256,
+        "{stats}"
+    );
     let before = snapshot(&tb, "host2", &c);
     migrate("host2", "host1", "$L2", "$L1");
     assert_moved(&tb, "host2", "host1", &c, before);
@@ -117,7 +176,10 @@ fn fails_and_stays(tb: &Testbed, c: &Container, script: &str, needle: &str) {
     let run = run.expect_code(1);
     let err = run.stderr_str();
     assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
-    assert!(err.contains("restored here and runs again") || err.contains("ckpt-restore: error"), "{err}");
+    assert!(
+        err.contains("restored here and runs again") || err.contains("ckpt-restore: error"),
+        "{err}"
+    );
     let w = tb.workload("host1", c);
     assert!(w.wait_counter_above(before.0) > before.0);
     assert_eq!(w.pids(), before.1);
@@ -130,7 +192,13 @@ fn failed_migrations_leave_exactly_one_running_copy() {
     let tb = Testbed::up("e2efail");
     let c = tb.create("host1", "f1", 24, 96);
     start_fixed(&tb, "host1", &c);
-    let clean_host2 = || assert_eq!(tb.strays("host2", &[]), Vec::<String>::new(), "host2's lxcpath changed");
+    let clean_host2 = || {
+        assert_eq!(
+            tb.strays("host2", &[]),
+            Vec::<String>::new(),
+            "host2's lxcpath changed"
+        )
+    };
     let acked = |middle: &str, remote_prefix: &str| {
         format!(
             "rm -f /tmp/f.ack; mkfifo /tmp/f.ack; \
@@ -139,7 +207,12 @@ fn failed_migrations_leave_exactly_one_running_copy() {
     };
 
     // The pipe cut mid-stream.
-    fails_and_stays(&tb, &c, "$BIN/ckpt-dump -P $L1 f1 | head -c 2000000 > /dev/null", "Broken pipe");
+    fails_and_stays(
+        &tb,
+        &c,
+        "$BIN/ckpt-dump -P $L1 f1 | head -c 2000000 > /dev/null",
+        "Broken pipe",
+    );
     clean_host2();
     // The receiver killed mid-stream (its stdin still open).
     let killer = "rm -f /tmp/f.ack; mkfifo /tmp/f.ack; $BIN/ckpt-dump -P $L1 --ack /tmp/f.ack f1 \
@@ -153,26 +226,52 @@ fn failed_migrations_leave_exactly_one_running_copy() {
     // CRIU itself fails on the destination (a criu that rejects its arguments).
     let wrapper = std::path::Path::new("/var/lib/e2efail/bin/criu");
     std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
-    std::fs::write(wrapper, "#!/bin/sh\nexec /usr/local/sbin/criu \"$@\" --no-such-option\n").unwrap();
+    std::fs::write(
+        wrapper,
+        "#!/bin/sh\nexec /usr/local/sbin/criu \"$@\" --no-such-option\n",
+    )
+    .unwrap();
     std::fs::set_permissions(wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = "PATH=/var/lib/e2efail/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let path =
+        "PATH=/var/lib/e2efail/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     fails_and_stays(&tb, &c, &acked("", path), "CRIU restore");
     clean_host2();
     // A destination too small for the stream.
     let small = "/var/lib/e2efail/small";
     // Mounted through ssh, in the mount namespace host2's sshd (and so ckpt-restore) lives in.
-    tb.sh("host1", &format!("$SSH host2 'mkdir -p {small} && mount -t tmpfs -o size=40m tmpfs {small}'")).expect_code(0);
+    tb.sh(
+        "host1",
+        &format!("$SSH host2 'mkdir -p {small} && mount -t tmpfs -o size=40m tmpfs {small}'"),
+    )
+    .expect_code(0);
     let tiny = format!(
         "rm -f /tmp/f.ack; mkfifo /tmp/f.ack; $BIN/ckpt-dump -P $L1 --ack /tmp/f.ack f1 | $SSH host2 $BIN/ckpt-restore -P {small} > /tmp/f.ack"
     );
     fails_and_stays(&tb, &c, &tiny, "No space left");
-    let left = tb.sh("host1", &format!("$SSH host2 'ls -A {small}; umount {small}'")).expect_code(0);
-    assert_eq!(left.stdout_str().trim(), "", "the small lxcpath was not left as it was");
+    let left = tb
+        .sh(
+            "host1",
+            &format!("$SSH host2 'ls -A {small}; umount {small}'"),
+        )
+        .expect_code(0);
+    assert_eq!(
+        left.stdout_str().trim(),
+        "",
+        "the small lxcpath was not left as it was"
+    );
     // A container of that name already on the destination.
-    tb.sh("host2", "mkdir -p $L2/f1 && echo 'lxc.uts.name = other' > $L2/f1/config").expect_code(0);
+    tb.sh(
+        "host2",
+        "mkdir -p $L2/f1 && echo 'lxc.uts.name = other' > $L2/f1/config",
+    )
+    .expect_code(0);
     fails_and_stays(&tb, &c, &acked("", ""), "already exists");
     let config = tb.sh("host2", "cat $L2/f1/config").expect_code(0);
-    assert_eq!(config.stdout_str().trim(), "lxc.uts.name = other", "the existing container was touched");
+    assert_eq!(
+        config.stdout_str().trim(),
+        "lxc.uts.name = other",
+        "the existing container was touched"
+    );
 }
 
 #[test]
@@ -180,10 +279,21 @@ fn dump_refuses_what_it_cannot_checkpoint() {
     let tb = Testbed::up("e2eref");
     let c = tb.create("host1", "r1", 25, 0);
     tb.sh("host1", "lxc-start -P $L1 -n r1").expect_code(0);
-    let run = tb.sh("host1", "$BIN/ckpt-dump -P $L1 r1 > /dev/null").expect_code(1).one_line_error("lxc-fixtty");
+    let run = tb
+        .sh("host1", "$BIN/ckpt-dump -P $L1 r1 > /dev/null")
+        .expect_code(1)
+        .one_line_error("lxc-fixtty");
     drop(run);
-    assert_eq!(tb.state("host1", &c.name), "RUNNING", "a refused dump must not stop the container");
-    tb.sh("host1", "$BIN/ckpt-dump -P $L1 nosuch > /dev/null").expect_code(1).one_line_error("no container nosuch");
+    assert_eq!(
+        tb.state("host1", &c.name),
+        "RUNNING",
+        "a refused dump must not stop the container"
+    );
+    tb.sh("host1", "$BIN/ckpt-dump -P $L1 nosuch > /dev/null")
+        .expect_code(1)
+        .one_line_error("no container nosuch");
     tb.sh("host1", "lxc-stop -P $L1 -n r1 -k").expect_code(0);
-    tb.sh("host1", "$BIN/ckpt-dump -P $L1 r1 > /dev/null").expect_code(1).one_line_error("not running");
+    tb.sh("host1", "$BIN/ckpt-dump -P $L1 r1 > /dev/null")
+        .expect_code(1)
+        .one_line_error("not running");
 }

@@ -70,7 +70,7 @@ fn rich_rootfs(root: &Path) {
     drop(sparse);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("fifo"),
+        p("fifo"),
         rustix::fs::FileType::Fifo,
         0o640.into(),
         0,
@@ -79,7 +79,7 @@ fn rich_rootfs(root: &Path) {
     let null = rustix::fs::makedev(1, 3);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/null"),
+        p("dev/null"),
         rustix::fs::FileType::CharacterDevice,
         0o666.into(),
         null,
@@ -88,7 +88,7 @@ fn rich_rootfs(root: &Path) {
     let sda = rustix::fs::makedev(8, 1);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/sda1"),
+        p("dev/sda1"),
         rustix::fs::FileType::BlockDevice,
         0o660.into(),
         sda,
@@ -101,7 +101,7 @@ fn rich_rootfs(root: &Path) {
     fs::write(&odd, "latin1 name").unwrap();
     rustix::fs::chownat(
         rustix::fs::CWD,
-        &p("etc/passwd"),
+        p("etc/passwd"),
         Some(uid(1234)),
         Some(gid(5678)),
         rustix::fs::AtFlags::empty(),
@@ -109,7 +109,7 @@ fn rich_rootfs(root: &Path) {
     .unwrap();
     rustix::fs::chownat(
         rustix::fs::CWD,
-        &p("abs-link"),
+        p("abs-link"),
         Some(uid(42)),
         Some(gid(43)),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,

@@ -23,7 +23,9 @@ pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<
     if stop {
         cmd.arg("-s");
     }
-    let status = cmd.status().context("running lxc-checkpoint (is LXC installed?)")?;
+    let status = cmd
+        .status()
+        .context("running lxc-checkpoint (is LXC installed?)")?;
     if status.success() && images.join("inventory.img").is_file() {
         return Ok(());
     }
@@ -40,15 +42,27 @@ pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
         .status()
         .context("running lxc-checkpoint -r (is LXC installed?)")?;
     if !status.success() {
-        return Err(failure("restore", container, &images.join("restore.log"), &log));
+        return Err(failure(
+            "restore",
+            container,
+            &images.join("restore.log"),
+            &log,
+        ));
     }
     let start = Instant::now();
     loop {
         match container.state() {
             Ok(State::Running) => return Ok(()),
             _ if start.elapsed() > RUNNING_TIMEOUT => {
-                return Err(failure("restore", container, &images.join("restore.log"), &log)
-                    .context(format!("{} is not RUNNING {}s after restore", container.name, RUNNING_TIMEOUT.as_secs())));
+                return Err(
+                    failure("restore", container, &images.join("restore.log"), &log).context(
+                        format!(
+                            "{} is not RUNNING {}s after restore",
+                            container.name,
+                            RUNNING_TIMEOUT.as_secs()
+                        ),
+                    ),
+                );
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -57,7 +71,12 @@ pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
 
 /// `lxc-checkpoint -P LXCPATH -n NAME -D IMAGES`, stdin closed, stdout and stderr to `log`: the
 /// monitor LXC forks on restore inherits them, and must hold no pipe of ours.
-fn lxc_checkpoint(container: &Container, images: &Path, options: &OptionsFile, log: &Path) -> anyhow::Result<Command> {
+fn lxc_checkpoint(
+    container: &Container,
+    images: &Path,
+    options: &OptionsFile,
+    log: &Path,
+) -> anyhow::Result<Command> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new("lxc-checkpoint");
     cmd.arg("-P")
@@ -80,7 +99,9 @@ fn failure(action: &str, container: &Container, criu_log: &Path, lxc_log: &Path)
         .or_else(|| criu::log_error(lxc_log))
         .or_else(|| last_line(lxc_log))
         .unwrap_or_else(|| "no reason logged".to_string());
-    let at = kept.map(|p| format!(" (CRIU log: {})", p.display())).unwrap_or_default();
+    let at = kept
+        .map(|p| format!(" (CRIU log: {})", p.display()))
+        .unwrap_or_default();
     anyhow::anyhow!("CRIU {action} of {} failed: {reason}{at}", container.name)
 }
 
@@ -88,7 +109,10 @@ fn failure(action: &str, container: &Container, criu_log: &Path, lxc_log: &Path)
 fn keep_log(log: &Path, name: &str, action: &str) -> Option<PathBuf> {
     let dir = Path::new("/var/log/ckpt");
     std::fs::create_dir_all(dir).ok()?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
     let dest = dir.join(format!("{name}-{action}-{stamp}.log"));
     std::fs::copy(log, &dest).ok()?;
     Some(dest)
@@ -96,5 +120,9 @@ fn keep_log(log: &Path, name: &str, action: &str) -> Option<PathBuf> {
 
 fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }

@@ -6,11 +6,21 @@ use crate::host::{cpu_flags, criu_version, uname, version_at_least};
 
 /// Refuses a stream this host cannot restore, with the reason and what to do.
 pub fn check(manifest: &Manifest) -> anyhow::Result<()> {
-    check_against(manifest, &uname().arch, criu_version().as_deref(), &cpu_flags())
+    check_against(
+        manifest,
+        &uname().arch,
+        criu_version().as_deref(),
+        &cpu_flags(),
+    )
 }
 
 /// [`check`] against given host facts (testable without this host).
-pub fn check_against(manifest: &Manifest, arch: &str, criu: Option<&str>, flags: &[String]) -> anyhow::Result<()> {
+pub fn check_against(
+    manifest: &Manifest,
+    arch: &str,
+    criu: Option<&str>,
+    flags: &[String],
+) -> anyhow::Result<()> {
     if !manifest.include.images {
         anyhow::bail!(
             "the stream of {} holds no CRIU images (a stopped container): unpack it with ckpt-unpack -C DIR instead",
@@ -21,17 +31,28 @@ pub fn check_against(manifest: &Manifest, arch: &str, criu: Option<&str>, flags:
         anyhow::bail!("the stream comes from an {} host and this host is {arch}: CRIU cannot restore across architectures", manifest.arch);
     }
     let Some(local) = criu else {
-        anyhow::bail!("criu is not installed here: install CRIU >= {} (make deps)", crate::criu::MIN_VERSION);
+        anyhow::bail!(
+            "criu is not installed here: install CRIU >= {} (make deps)",
+            crate::criu::MIN_VERSION
+        );
     };
     if !version_at_least(local, crate::criu::MIN_VERSION) {
-        anyhow::bail!("CRIU {local} here is older than {}: install a newer CRIU (make deps)", crate::criu::MIN_VERSION);
+        anyhow::bail!(
+            "CRIU {local} here is older than {}: install a newer CRIU (make deps)",
+            crate::criu::MIN_VERSION
+        );
     }
     if let Some(source) = &manifest.criu {
         if !version_at_least(local, source) {
             anyhow::bail!("the images were written by CRIU {source}, newer than CRIU {local} here: install CRIU >= {source}");
         }
     }
-    let missing: Vec<&str> = manifest.cpu_flags.iter().filter(|f| !flags.contains(f)).map(String::as_str).collect();
+    let missing: Vec<&str> = manifest
+        .cpu_flags
+        .iter()
+        .filter(|f| !flags.contains(f))
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(6).copied().collect();
         anyhow::bail!(
@@ -62,7 +83,10 @@ mod tests {
             lxc: None,
             ckpt: "0.1.0".into(),
             created: "2026-01-01T00:00:00Z".into(),
-            include: Include { rootfs: RootfsMode::Full, images: true },
+            include: Include {
+                rootfs: RootfsMode::Full,
+                images: true,
+            },
             cpu_flags: vec!["sse2".into(), "avx2".into()],
         }
     }

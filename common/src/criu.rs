@@ -24,7 +24,10 @@ pub struct OptionsFile {
 
 impl OptionsFile {
     pub fn new(options: &[&str]) -> anyhow::Result<OptionsFile> {
-        let mut file = tempfile::Builder::new().prefix("ckpt-criu-").suffix(".conf").tempfile()?;
+        let mut file = tempfile::Builder::new()
+            .prefix("ckpt-criu-")
+            .suffix(".conf")
+            .tempfile()?;
         for option in options {
             writeln!(file, "{option}")?;
         }
@@ -107,7 +110,9 @@ fn read_stats(path: &Path) -> anyhow::Result<proto::StatsEntry> {
     use prost::Message;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     for header in [8usize, 4] {
-        let Some(len) = bytes.get(header..header + 4) else { continue };
+        let Some(len) = bytes.get(header..header + 4) else {
+            continue;
+        };
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if let Some(body) = bytes.get(header + 4..header + 4 + len) {
             if let Ok(entry) = proto::StatsEntry::decode(body) {
@@ -147,8 +152,13 @@ pub fn restore_stats(images: &Path) -> Option<RestoreStats> {
 /// The last line of a CRIU log that says what went wrong.
 pub fn log_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    let errors = text.lines().filter(|l| l.contains("Error") || l.contains("error"));
-    errors.filter(|l| !l.contains("RLIMIT_NOFILE")).last().map(|l| l.trim().to_string())
+    let mut errors = text
+        .lines()
+        .rev()
+        .filter(|l| l.contains("Error") || l.contains("error"));
+    errors
+        .find(|l| !l.contains("RLIMIT_NOFILE"))
+        .map(|l| l.trim().to_string())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::checkpoint;
-use crate::fixtty::{Host, Survey};
 use crate::io::{open_output, Compression};
 use crate::lxc::Container;
 use crate::pack::{container_parts, summary, write_stream};
@@ -46,36 +45,68 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
             container.lxcpath.display()
         );
     }
-    ensure_checkpointable(&container)?;
+    crate::fixtty::ensure_checkpointable(&container)?;
     // Everything that can be refused is refused before the container is touched.
     let out = open_output(cfg.output.as_deref())?;
     let ack = cfg.ack.as_deref().map(open_ack).transpose()?;
     let work = WorkDir::new(&container, cfg.keep.as_deref())?;
-    let mut report = DumpReport { name: container.name.clone(), compression: cfg.compression.to_string(), ..Default::default() };
+    let mut report = DumpReport {
+        name: container.name.clone(),
+        compression: cfg.compression.to_string(),
+        ..Default::default()
+    };
 
     let t = Instant::now();
     checkpoint::dump(&container, work.path(), !cfg.leave_running)?;
     report.phases_ms.checkpoint = ms(t.elapsed());
     report.criu_dump = crate::criu::dump_stats(work.path());
-    note(cfg.quiet, TOOL, &format!("{}: checkpointed in {} ms", container.name, report.phases_ms.checkpoint));
+    note(
+        cfg.quiet,
+        TOOL,
+        &format!(
+            "{}: checkpointed in {} ms",
+            container.name, report.phases_ms.checkpoint
+        ),
+    );
 
     // From here on, unless --leave-running, the container is stopped and only its images exist.
     let t = Instant::now();
     let progress = Progress::new(TOOL, None, cfg.quiet);
     let (manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
     let counter = crate::progress::ByteCount::default();
-    let streamed = write_stream(counter.wrap(out), &manifest, &parts, cfg.compression, &progress);
+    let streamed = write_stream(
+        counter.wrap(out),
+        &manifest,
+        &parts,
+        cfg.compression,
+        &progress,
+    );
     progress.finish();
     report.phases_ms.stream = ms(t.elapsed());
     release_stdout();
     let trailer = match streamed {
         Ok(trailer) => trailer,
-        Err(err) => return rollback(cfg, &container, work, err.context("the stream was not delivered")),
+        Err(err) => {
+            return rollback(
+                cfg,
+                &container,
+                work,
+                err.context("the stream was not delivered"),
+            )
+        }
     };
     report.bytes = trailer.bytes;
     report.wire_bytes = counter.get();
     report.throughput_mb_s = mb_per_s(trailer.bytes, t.elapsed());
-    note(cfg.quiet, TOOL, &format!("{}, streamed in {} ms", summary(&manifest, &trailer), report.phases_ms.stream));
+    note(
+        cfg.quiet,
+        TOOL,
+        &format!(
+            "{}, streamed in {} ms",
+            summary(&manifest, &trailer),
+            report.phases_ms.stream
+        ),
+    );
 
     report.outcome = match ack {
         None if cfg.leave_running => "snapshot: container still running here".to_string(),
@@ -92,7 +123,11 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
             report.phases_ms.ack_wait = ms(t.elapsed());
             match result {
                 Ok(result) => {
-                    report.downtime_ms = Some(report.phases_ms.checkpoint + report.phases_ms.stream + result.timings_ms.restore);
+                    report.downtime_ms = Some(
+                        report.phases_ms.checkpoint
+                            + report.phases_ms.stream
+                            + result.timings_ms.restore,
+                    );
                     report.restore = Some(result.clone());
                     give_up_source(cfg, &container)?;
                     format!("migrated: running on {} in {}", result.host, result.lxcpath)
@@ -109,40 +144,32 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses a container that lxc-fixtty would change: CRIU would fail on it after freezing it.
-fn ensure_checkpointable(container: &Container) -> anyhow::Result<()> {
-    let survey = Survey::take(container, &Host::detect())?;
-    if let Some(first) = survey.problems.first() {
-        let more = survey.problems.len() - 1;
-        let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-        anyhow::bail!(
-            "{} is not checkpointable: {first}{more}: run lxc-fixtty -P {} {} (then restart it)",
-            container.name,
-            container.lxcpath.display(),
-            container.name
-        );
-    }
-    Ok(())
-}
-
 /// Opens the ack file now: opening a fifo waits for its writer, which the shell opens for
 /// `ssh ... > fifo` at the same time as our stdout pipe.
 fn open_ack(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening the ack file {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the ack file {}", path.display()))?;
     Ok(BufReader::new(file))
 }
 
 /// Reads ckpt-restore's one-line result; anything but a RUNNING container of this name is failure.
 fn read_ack(mut ack: BufReader<std::fs::File>, name: &str) -> anyhow::Result<RestoreResult> {
     let mut line = String::new();
-    ack.read_line(&mut line).context("reading the receiver's result")?;
+    ack.read_line(&mut line)
+        .context("reading the receiver's result")?;
     if line.trim().is_empty() {
-        anyhow::bail!("the receiver ended without reporting a restore (killed, or the connection was lost)");
+        anyhow::bail!(
+            "the receiver ended without reporting a restore (killed, or the connection was lost)"
+        );
     }
-    let result: RestoreResult = serde_json::from_str(line.trim())
-        .map_err(|e| anyhow::anyhow!("the receiver's result is not a ckpt-restore result line ({e})"))?;
+    let result: RestoreResult = serde_json::from_str(line.trim()).map_err(|e| {
+        anyhow::anyhow!("the receiver's result is not a ckpt-restore result line ({e})")
+    })?;
     if !result.ok || result.state != "RUNNING" || result.name != name {
-        let why = result.error.clone().unwrap_or_else(|| format!("state {}", result.state));
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("state {}", result.state));
         anyhow::bail!("the receiver could not restore {name}: {why}");
     }
     Ok(result)
@@ -153,7 +180,12 @@ fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()>
     if cfg.leave_running {
         return Ok(());
     }
-    let args = [std::ffi::OsStr::new("-P"), container.lxcpath.as_os_str(), std::ffi::OsStr::new("-n"), container.name.as_ref()];
+    let args = [
+        std::ffi::OsStr::new("-P"),
+        container.lxcpath.as_os_str(),
+        std::ffi::OsStr::new("-n"),
+        container.name.as_ref(),
+    ];
     match crate::lxc::run_command("lxc-destroy", args) {
         Ok(_) => note(cfg.quiet, TOOL, &format!("{}: migrated; the stopped source copy was removed", container.name)),
         Err(e) => note(false, TOOL, &format!("warning: {} runs on the destination, but removing the stopped copy here failed: {e}", container.name)),
@@ -162,16 +194,28 @@ fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()>
 }
 
 /// The migration failed after the checkpoint: restore the container here, then report `err`.
-fn rollback(cfg: &DumpConfig, container: &Container, work: WorkDir, err: anyhow::Error) -> anyhow::Result<()> {
+fn rollback(
+    cfg: &DumpConfig,
+    container: &Container,
+    work: WorkDir,
+    err: anyhow::Error,
+) -> anyhow::Result<()> {
     if cfg.leave_running {
         work.finish()?;
         return Err(err.context(format!("{} kept running here", container.name)));
     }
-    note(cfg.quiet, TOOL, &format!("{}: migration failed, restoring it here", container.name));
+    note(
+        cfg.quiet,
+        TOOL,
+        &format!("{}: migration failed, restoring it here", container.name),
+    );
     match checkpoint::restore(container, work.path()) {
         Ok(()) => {
             work.finish()?;
-            Err(err.context(format!("{} was restored here and runs again", container.name)))
+            Err(err.context(format!(
+                "{} was restored here and runs again",
+                container.name
+            )))
         }
         Err(restore_err) => {
             let images = work.keep_for_rescue();

@@ -107,7 +107,10 @@ pub struct ByteCount(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl ByteCount {
     pub fn wrap<W: Write>(&self, inner: W) -> CountingWriter<W> {
-        CountingWriter { inner, count: self.clone() }
+        CountingWriter {
+            inner,
+            count: self.clone(),
+        }
     }
 
     pub fn get(&self) -> u64 {
@@ -123,7 +126,9 @@ pub struct CountingWriter<W> {
 impl<W: Write> Write for CountingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.count.0.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.count
+            .0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 

@@ -60,7 +60,12 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
     printed.context("printing the result line")?;
     if let Some(path) = &cfg.stats {
         let unpack = std::time::Duration::from_millis(result.timings_ms.unpack.max(1));
-        let report = RestoreReport { result, bytes, throughput_mb_s: mb_per_s(bytes, unpack), criu_restore };
+        let report = RestoreReport {
+            result,
+            bytes,
+            throughput_mb_s: mb_per_s(bytes, unpack),
+            criu_restore,
+        };
         write_json(path, &report)?;
     }
     Ok(())
@@ -90,7 +95,15 @@ fn restore(
         };
         progress.finish();
         result.state = "CHECKED".into();
-        note(cfg.quiet, TOOL, &format!("{}: stream verified; it can be restored into {}", manifest.name, lxcpath.display()));
+        note(
+            cfg.quiet,
+            TOOL,
+            &format!(
+                "{}: stream verified; it can be restored into {}",
+                manifest.name,
+                lxcpath.display()
+            ),
+        );
         return Ok((trailer.bytes, None));
     }
 
@@ -108,7 +121,16 @@ fn restore(
     installed.commit();
     result.state = "RUNNING".into();
     result.timings_ms.restore = ms(verified.elapsed());
-    note(cfg.quiet, TOOL, &format!("{}: running in {} ({} ms after the stream ended)", container.name, lxcpath.display(), result.timings_ms.restore));
+    note(
+        cfg.quiet,
+        TOOL,
+        &format!(
+            "{}: running in {} ({} ms after the stream ended)",
+            container.name,
+            lxcpath.display(),
+            result.timings_ms.restore
+        ),
+    );
     // CRIU's statistics live in the image dir, which goes away with the staging dir.
     Ok((trailer.bytes, crate::criu::restore_stats(&images)))
 }
@@ -147,10 +169,17 @@ impl Drop for Installed {
 }
 
 /// Rewrites the config for this lxcpath and moves container/ (and rootfs/) into place.
-fn install(manifest: &Manifest, container: &Container, staging: &Path) -> anyhow::Result<Installed> {
+fn install(
+    manifest: &Manifest,
+    container: &Container,
+    staging: &Path,
+) -> anyhow::Result<Installed> {
     let config_path = staging.join("container/config");
     let mut config = Config::load(&config_path)?;
-    config.rewrite_paths(Path::new(&manifest.lxcpath).join(&manifest.name).as_path(), &container.dir())?;
+    config.rewrite_paths(
+        Path::new(&manifest.lxcpath).join(&manifest.name).as_path(),
+        &container.dir(),
+    )?;
     config.rewrite_paths(Path::new(&manifest.lxcpath), &container.lxcpath)?;
     let rootfs = container.dir().join("rootfs");
     if manifest.include.rootfs == RootfsMode::Full {
@@ -160,13 +189,19 @@ fn install(manifest: &Manifest, container: &Container, staging: &Path) -> anyhow
     let dest = container.dir();
     std::fs::rename(staging.join("container"), &dest).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
-            anyhow::anyhow!("a container named {} appeared in {} meanwhile", container.name, container.lxcpath.display())
+            anyhow::anyhow!(
+                "a container named {} appeared in {} meanwhile",
+                container.name,
+                container.lxcpath.display()
+            )
         }
         _ => anyhow::Error::new(e).context(format!("installing {}", dest.display())),
     })?;
     let installed = Installed { dir: Some(dest) };
     match manifest.include.rootfs {
-        RootfsMode::Full => std::fs::rename(staging.join("rootfs"), &rootfs).context("installing the rootfs")?,
+        RootfsMode::Full => {
+            std::fs::rename(staging.join("rootfs"), &rootfs).context("installing the rootfs")?
+        }
         RootfsMode::None => {
             let path = container.rootfs_path()?;
             if !path.is_dir() {

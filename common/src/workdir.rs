@@ -20,15 +20,26 @@ impl WorkDir {
     pub fn new(container: &Container, keep: Option<&Path>) -> anyhow::Result<WorkDir> {
         if let Some(keep) = keep {
             crate::staging::check_destination(keep)?;
-            std::fs::create_dir_all(keep).with_context(|| format!("creating {}", keep.display()))?;
-            return Ok(WorkDir { temp: None, kept: Some(keep.to_path_buf()) });
+            std::fs::create_dir_all(keep)
+                .with_context(|| format!("creating {}", keep.display()))?;
+            return Ok(WorkDir {
+                temp: None,
+                kept: Some(keep.to_path_buf()),
+            });
         }
-        let parent = if fits_in_shm(container) { PathBuf::from("/dev/shm") } else { container.lxcpath.clone() };
+        let parent = if fits_in_shm(container) {
+            PathBuf::from("/dev/shm")
+        } else {
+            container.lxcpath.clone()
+        };
         let temp = tempfile::Builder::new()
             .prefix(&format!(".ckpt-{}-", container.name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a work dir in {}", parent.display()))?;
-        Ok(WorkDir { temp: Some(temp), kept: None })
+        Ok(WorkDir {
+            temp: Some(temp),
+            kept: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -43,7 +54,8 @@ impl WorkDir {
     pub fn finish(mut self) -> anyhow::Result<()> {
         if let Some(temp) = self.temp.take() {
             let path = temp.path().to_path_buf();
-            temp.close().with_context(|| format!("removing {}", path.display()))?;
+            temp.close()
+                .with_context(|| format!("removing {}", path.display()))?;
         }
         Ok(())
     }
@@ -59,10 +71,20 @@ impl WorkDir {
 
 /// Whether /dev/shm has room for the container's memory (its cgroup's memory.current).
 fn fits_in_shm(container: &Container) -> bool {
-    let Ok(stat) = rustix::fs::statvfs("/dev/shm") else { return false };
+    let Ok(stat) = rustix::fs::statvfs("/dev/shm") else {
+        return false;
+    };
     let free = stat.f_bavail * stat.f_frsize;
-    let args = [std::ffi::OsStr::new("-P"), container.lxcpath.as_os_str(), std::ffi::OsStr::new("-n"), container.name.as_ref(), std::ffi::OsStr::new("memory.current")];
-    let used = crate::lxc::run_command("lxc-cgroup", args).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let args = [
+        std::ffi::OsStr::new("-P"),
+        container.lxcpath.as_os_str(),
+        std::ffi::OsStr::new("-n"),
+        container.name.as_ref(),
+        std::ffi::OsStr::new("memory.current"),
+    ];
+    let used = crate::lxc::run_command("lxc-cgroup", args)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     // Unknown usage: assume a generous 1 GiB.
     free > used.unwrap_or(1 << 30) + SHM_HEADROOM
 }

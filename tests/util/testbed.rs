@@ -27,10 +27,16 @@ impl Testbed {
     pub fn up(prefix: &str) -> Testbed {
         super::require_root("the end-to-end tests (network namespaces, LXC, CRIU)");
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let tb = Testbed { prefix: prefix.to_string(), _serial: serial };
+        let tb = Testbed {
+            prefix: prefix.to_string(),
+            _serial: serial,
+        };
         let out = tb.script(&["up"]);
         if !out.status.success() {
-            panic!("testbed up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "testbed up failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         tb
     }
@@ -64,11 +70,19 @@ impl Testbed {
             self.ssh_config().display()
         );
         let mut cmd = Command::new(repo().join("tests/testbed/testbed"));
-        cmd.args(["exec", host, "bash", "-c"]).arg(format!("{prelude}{script}")).env("CKPT_TESTBED", &self.prefix);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(["exec", host, "bash", "-c"])
+            .arg(format!("{prelude}{script}"))
+            .env("CKPT_TESTBED", &self.prefix);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let shown = format!("on {host}: {script}");
         let output = cmd.output().expect("running testbed exec");
-        Run { output, shown, dir: self.lxcpath(host) }
+        Run {
+            output,
+            shown,
+            dir: self.lxcpath(host),
+        }
     }
 
     /// Creates busybox container `name` on `host` with counter, memhog (`mem` MiB) and a TCP echo
@@ -82,34 +96,66 @@ impl Testbed {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "make-container failed: {}", String::from_utf8_lossy(&out.stderr));
-        Container { name: name.to_string(), ip: format!("10.77.0.{octet}") }
+        assert!(
+            out.status.success(),
+            "make-container failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Container {
+            name: name.to_string(),
+            ip: format!("10.77.0.{octet}"),
+        }
     }
 
     /// The LXC state of `name` as `host` sees it.
     pub fn state(&self, host: &str, name: &str) -> String {
         let lxcpath = self.lxcpath(host);
-        let run = self.sh(host, &format!("lxc-info -P {} -n {name} -sH 2>/dev/null || echo ABSENT", lxcpath.display()));
+        let run = self.sh(
+            host,
+            &format!(
+                "lxc-info -P {} -n {name} -sH 2>/dev/null || echo ABSENT",
+                lxcpath.display()
+            ),
+        );
         run.stdout_str().trim().to_string()
     }
 
     /// Asserts exactly one running copy: RUNNING on `on`, and absent or stopped on the other host.
     pub fn assert_only_on(&self, on: &str, c: &Container) {
         let other = if on == "host1" { "host2" } else { "host1" };
-        assert_eq!(self.state(on, &c.name), "RUNNING", "{} is not running on {on}", c.name);
+        assert_eq!(
+            self.state(on, &c.name),
+            "RUNNING",
+            "{} is not running on {on}",
+            c.name
+        );
         let there = self.state(other, &c.name);
-        assert!(there == "ABSENT" || there == "STOPPED", "{} is {there} on {other} too", c.name);
+        assert!(
+            there == "ABSENT" || there == "STOPPED",
+            "{} is {there} on {other} too",
+            c.name
+        );
     }
 
     /// The container's workload as seen in its rootfs on `host`.
     pub fn workload(&self, host: &str, c: &Container) -> Workload {
-        Workload { var: self.lxcpath(host).join(&c.name).join("rootfs/var") }
+        Workload {
+            var: self.lxcpath(host).join(&c.name).join("rootfs/var"),
+        }
     }
 
     /// Entries of an lxcpath other than the given containers (staging leftovers, half installs).
     pub fn strays(&self, host: &str, except: &[&str]) -> Vec<String> {
-        let names = std::fs::read_dir(self.lxcpath(host)).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>());
-        names.unwrap_or_default().into_iter().filter(|n| !except.contains(&n.as_str())).collect()
+        let names = std::fs::read_dir(self.lxcpath(host)).map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        });
+        names
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| !except.contains(&n.as_str()))
+            .collect()
     }
 }
 
@@ -133,7 +179,10 @@ pub struct Workload {
 
 impl Workload {
     fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.var.join(file)).unwrap_or_default().trim().to_string()
+        std::fs::read_to_string(self.var.join(file))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     pub fn counter(&self) -> u64 {
@@ -146,19 +195,28 @@ impl Workload {
 
     /// The checksum memhog computed when it filled its memory.
     pub fn start_sum(&self) -> String {
-        self.read("memhog.start").split_whitespace().nth(1).unwrap_or_default().to_string()
+        self.read("memhog.start")
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// memhog's latest (round, checksum) of its memory.
     pub fn sum(&self) -> (u64, String) {
         let line = self.read("memhog.sum");
         let mut parts = line.split_whitespace();
-        (parts.next().and_then(|r| r.parse().ok()).unwrap_or(0), parts.next().unwrap_or_default().to_string())
+        (
+            parts.next().and_then(|r| r.parse().ok()).unwrap_or(0),
+            parts.next().unwrap_or_default().to_string(),
+        )
     }
 
     /// Waits until the workloads have started (memhog filled its memory).
     pub fn wait_ready(&self) {
-        self.wait_for("the workloads to start", || !self.start_sum().is_empty() && self.counter() > 0);
+        self.wait_for("the workloads to start", || {
+            !self.start_sum().is_empty() && self.counter() > 0
+        });
     }
 
     /// Waits until the counter passes `n`: the container is alive and counting.
@@ -169,14 +227,20 @@ impl Workload {
 
     /// Waits for a memhog round after `round` and returns its checksum.
     pub fn next_sum_after(&self, round: u64) -> String {
-        self.wait_for(&format!("a memhog round after {round}"), || self.sum().0 > round);
+        self.wait_for(&format!("a memhog round after {round}"), || {
+            self.sum().0 > round
+        });
         self.sum().1
     }
 
     fn wait_for(&self, what: &str, ok: impl Fn() -> bool) {
         let start = Instant::now();
         while !ok() {
-            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what} in {}", self.var.display());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what} in {}",
+                self.var.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -12,14 +12,23 @@ use clap::Parser;
 /// If the stream cannot be delivered, or the receiver reports failure (--ack), the container is
 /// restored here.
 #[derive(Parser, Debug)]
-#[command(name = "ckpt-dump", version, after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
-    mkfifo /tmp/ack; set -o pipefail; ckpt-dump --ack /tmp/ack u1 | ssh host2 ckpt-restore > /tmp/ack")]
+#[command(
+    name = "ckpt-dump",
+    version,
+    after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
+    mkfifo /tmp/ack; set -o pipefail; ckpt-dump --ack /tmp/ack u1 | ssh host2 ckpt-restore > /tmp/ack"
+)]
 struct Cli {
     /// Container to checkpoint.
     #[arg(value_name = "NAME", required_unless_present = "name_flag")]
     name: Option<String>,
     /// Container to checkpoint (as lxc-checkpoint spells it).
-    #[arg(short = 'n', long = "name", value_name = "NAME", conflicts_with = "name")]
+    #[arg(
+        short = 'n',
+        long = "name",
+        value_name = "NAME",
+        conflicts_with = "name"
+    )]
     name_flag: Option<String>,
     #[command(flatten)]
     lxcpath: LxcPath,

@@ -10,8 +10,12 @@ use clap::Parser;
 /// Read a ckpt stream from stdin, verify it completely, install the container under LXCPATH and
 /// restore it running. Prints one JSON result line on stdout; exits 0 only when the container runs.
 #[derive(Parser, Debug)]
-#[command(name = "ckpt-restore", version, after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
-    ckpt-restore -P /srv/lxc < u1.ckpt\n  ckpt-restore --check < u1.ckpt")]
+#[command(
+    name = "ckpt-restore",
+    version,
+    after_help = "Examples:\n  ckpt-dump u1 | ssh host2 ckpt-restore\n  \
+    ckpt-restore -P /srv/lxc < u1.ckpt\n  ckpt-restore --check < u1.ckpt"
+)]
 struct Cli {
     #[command(flatten)]
     lxcpath: LxcPath,
