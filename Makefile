@@ -20,7 +20,7 @@ deps:
 # Everything: unit, CLI and root end-to-end tests (two-host test bed, real CRIU, LXC and ssh).
 test: deps
 	$(CARGO) build --release --locked
-	$(CARGO) test --release --locked --workspace
+	$(CARGO) test --release --locked --workspace --no-fail-fast
 
 # Only the tests that need neither root nor LXC.
 test-unit:

@@ -39,7 +39,7 @@ fn every_flag_in_help_is_in_the_man_page() {
             );
         }
         assert!(
-            page.contains(".SH EXIT STATUS") && page.contains(".SH EXAMPLES"),
+            page.contains("EXIT STATUS") && page.contains(".SH EXAMPLES"),
             "{tool}.1 lacks sections"
         );
     }

@@ -806,3 +806,179 @@ fn huge_declared_size_is_refused_without_allocating() {
     stream.truncate(at + 512 + 4096);
     refused(&t, stream, "truncated");
 }
+
+// ---- authenticated streams ----
+
+const KEY1: &str = "3f8a1c0d9b7e4a2f6c5d1e0b9a8f7e6d5c4b3a291807f6e5d4c3b2a19087f6e5";
+const KEY2: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+fn keyed_dir(name: &str) -> Dir {
+    let t = Dir::new(name);
+    bundle(&t.join("b"));
+    fs::write(t.join("b/rootfs/secret-free"), "data").unwrap();
+    fs::write(t.join("k1"), KEY1).unwrap();
+    fs::write(t.join("k2"), KEY2).unwrap();
+    t
+}
+
+#[test]
+fn keyed_streams_verify_only_with_their_key() {
+    let t = keyed_dir("auth");
+    let signed = t
+        .cmd("ckpt-pack")
+        .args(["b", "--key", "k1"])
+        .ok()
+        .stdout()
+        .to_vec();
+    assert!(
+        !String::from_utf8_lossy(&signed).contains(KEY1),
+        "the key leaked into the stream"
+    );
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(signed.clone())
+        .ok();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out", "--key", "k2"])
+        .stdin(signed.clone())
+        .fails(1)
+        .one_line_error("MAC mismatch");
+    assert!(!t.join("out").exists());
+    // A reader without a key still checks integrity.
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .stdin(signed.clone())
+        .ok();
+    // The key can come from the environment.
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .env("CKPT_KEY", KEY1)
+        .stdin(signed.clone())
+        .ok();
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .env("CKPT_KEY", KEY2)
+        .stdin(signed.clone())
+        .fails(1)
+        .one_line_error("MAC mismatch");
+    let from_env = t
+        .cmd("ckpt-pack")
+        .arg("b")
+        .env("CKPT_KEY", KEY1)
+        .ok()
+        .stdout()
+        .to_vec();
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(from_env)
+        .ok();
+    // Unauthenticated streams are refused when a key is required.
+    let plain = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out", "--key", "k1"])
+        .stdin(plain)
+        .fails(1)
+        .one_line_error("no MAC");
+    assert!(!t.join("out").exists());
+    // A short key is a usage error.
+    fs::write(t.join("short"), "abc").unwrap();
+    t.cmd("ckpt-pack")
+        .args(["b", "--key", "short"])
+        .fails(2)
+        .one_line_error("shorter than 16 bytes");
+}
+
+/// Rewrites the trailer JSON of a plain stream (and its tar header), as an attacker could.
+fn with_trailer(stream: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let at = (0..stream.len())
+        .step_by(512)
+        .find(|&i| stream[i..].starts_with(b"trailer.json\0"))
+        .unwrap();
+    let header = tar::Header::from_byte_slice(&stream[at..at + 512]);
+    let size = header.size().unwrap() as usize;
+    let mut trailer: serde_json::Value =
+        serde_json::from_slice(&stream[at + 512..at + 512 + size]).unwrap();
+    edit(&mut trailer);
+    let json = serde_json::to_vec(&trailer).unwrap();
+    let mut h = header.clone();
+    h.set_size(json.len() as u64);
+    h.set_cksum();
+    let mut out = stream[..at].to_vec();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&json);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+#[test]
+fn stripped_or_recomputed_macs_are_refused() {
+    let t = keyed_dir("auth-strip");
+    let signed = t
+        .cmd("ckpt-pack")
+        .args(["b", "--key", "k1"])
+        .ok()
+        .stdout()
+        .to_vec();
+    let stripped = with_trailer(&signed, |tr| {
+        tr.as_object_mut().unwrap().remove("mac");
+    });
+    t.cmd("ckpt-unpack")
+        .arg("--verify")
+        .stdin(stripped.clone())
+        .ok();
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(stripped)
+        .fails(1)
+        .one_line_error("no MAC");
+    let forged = with_trailer(&signed, |tr| {
+        tr["mac"] = format!("blake3-keyed:{}", "ab".repeat(32)).into()
+    });
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(forged)
+        .fails(1)
+        .one_line_error("MAC mismatch");
+}
+
+#[test]
+fn entries_swapped_between_authenticated_streams_are_refused() {
+    let t = keyed_dir("auth-swap");
+    fs::write(t.join("b/rootfs/config"), "mode=safe").unwrap();
+    let a = t
+        .cmd("ckpt-pack")
+        .args(["b", "--key", "k1"])
+        .ok()
+        .stdout()
+        .to_vec();
+    fs::write(t.join("b/rootfs/config"), "mode=evil").unwrap();
+    let b = t
+        .cmd("ckpt-pack")
+        .args(["b", "--key", "k1"])
+        .ok()
+        .stdout()
+        .to_vec();
+    // Same layout, one entry's data differs: splice B's data block into A.
+    let at = a.windows(9).position(|w| w == b"mode=safe").unwrap();
+    assert_eq!(&b[at..at + 9], b"mode=evil");
+    let mut spliced = a.clone();
+    spliced[at..at + 512].copy_from_slice(&b[at..at + 512]);
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(spliced.clone())
+        .fails(1)
+        .one_line_error("digest mismatch");
+    // An attacker who also fixes the digest (no key) is still refused: the MAC covers the digest.
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let b_digest = text[text.find("\"digest\":\"").unwrap() + 10..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let refixed = with_trailer(&spliced, |tr| tr["digest"] = b_digest.clone().into());
+    t.cmd("ckpt-unpack")
+        .args(["--verify", "--key", "k1"])
+        .stdin(refixed)
+        .fails(1)
+        .one_line_error("");
+}

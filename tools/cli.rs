@@ -15,6 +15,16 @@ pub struct Quiet {
     pub quiet: bool,
 }
 
+/// `--key FILE`, accepted by every tool that writes or reads a stream.
+#[derive(Debug, Args)]
+pub struct KeyFile {
+    /// Authenticate the stream with the secret in FILE (its whole content, e.g. 32 random bytes or
+    /// their hex); default: the secret in $CKPT_KEY, if set. A reader with a key refuses streams
+    /// without a valid MAC.
+    #[arg(long = "key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
 /// `-P/--lxcpath`, as lxc-checkpoint spells it.
 #[derive(Debug, Args)]
 pub struct LxcPath {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::checkpoint;
 use crate::io::{open_output, Compression};
 use crate::lxc::Container;
@@ -25,6 +26,8 @@ pub struct DumpConfig {
     pub leave_running: bool,
     pub rootfs: bool,
     pub compression: Compression,
+    /// Key file for an authenticated stream (else $CKPT_KEY, else none).
+    pub key: Option<PathBuf>,
     pub stats: Option<PathBuf>,
     /// Keep the CRIU images in this dir (new or empty) instead of a private work dir.
     pub keep: Option<PathBuf>,
@@ -47,6 +50,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     }
     crate::fixtty::ensure_checkpointable(&container)?;
     // Everything that can be refused is refused before the container is touched.
+    let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
     let ack = cfg.ack.as_deref().map(open_ack).transpose()?;
     let work = WorkDir::new(&container, cfg.keep.as_deref())?;
@@ -79,6 +83,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         &manifest,
         &parts,
         cfg.compression,
+        key,
         &progress,
     );
     progress.finish();

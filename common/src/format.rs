@@ -69,6 +69,9 @@ pub struct Trailer {
     pub bytes: u64,
     /// `blake3:<hex>` of the entry chain (see man/ckpt-stream.5).
     pub digest: String,
+    /// `blake3-keyed:<hex>` when the writer had a key (see [`crate::auth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl Manifest {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::bundle::Bundle;
 use crate::format::{Include, Manifest, RootfsMode, Trailer};
 use crate::io::{open_output, Compression, Sink};
@@ -18,6 +19,8 @@ use crate::stream::StreamWriter;
 pub struct PackConfig {
     pub source: Source,
     pub compression: Compression,
+    /// Key file for an authenticated stream (else $CKPT_KEY, else none).
+    pub key: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
 }
@@ -58,9 +61,10 @@ pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
             container_parts(&container, images.as_deref(), *rootfs)?
         }
     };
+    let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
     let progress = Progress::new("ckpt-pack", None, cfg.quiet);
-    let trailer = write_stream(out, &manifest, &parts, cfg.compression, &progress)?;
+    let trailer = write_stream(out, &manifest, &parts, cfg.compression, key, &progress)?;
     progress.finish();
     note(cfg.quiet, "ckpt-pack", &summary(&manifest, &trailer));
     Ok(())
@@ -112,11 +116,12 @@ pub fn write_stream<W: Write>(
     manifest: &Manifest,
     parts: &Parts,
     compression: Compression,
+    key: Option<Key>,
     progress: &Progress,
 ) -> anyhow::Result<Trailer> {
     let sink = Sink::new(out, compression)?;
     let counted = Counted::writer(sink, progress);
-    let mut stream = StreamWriter::new(counted, manifest)?;
+    let mut stream = StreamWriter::new(counted, manifest, key)?;
     let skip: Vec<&Path> = parts.skip.iter().map(PathBuf::as_path).collect();
     stream.add_tree("container", &parts.container, &skip)?;
     if let Some(rootfs) = &parts.rootfs {

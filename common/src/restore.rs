@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::checkpoint;
 use crate::criu::RestoreStats;
 use crate::error::one_line;
@@ -29,6 +30,8 @@ pub struct RestoreConfig {
     /// Verify the stream and say whether it could be restored here; change nothing.
     pub check: bool,
     pub input: Option<PathBuf>,
+    /// Key file: refuse any stream without a valid MAC for it (else $CKPT_KEY, else none).
+    pub key: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -80,7 +83,7 @@ fn restore(
 ) -> anyhow::Result<(u64, Option<RestoreStats>)> {
     let progress = Progress::new(TOOL, None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
-    let mut reader = StreamReader::open(input)?;
+    let mut reader = StreamReader::open(input, Key::load(cfg.key.as_deref())?)?;
     let manifest = reader.manifest.clone();
     result.name = manifest.name.clone();
     crate::compat::check(&manifest)?;

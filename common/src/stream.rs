@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use walkdir::WalkDir;
 
+use crate::auth::Key;
 use crate::error::bad_stream;
 use crate::format::{classify, EntryPath, Manifest, Trailer, MANIFEST_PATH, MAX_JSON_SIZE};
 use crate::fsmeta::{self, LinkTracker};
@@ -17,10 +18,12 @@ use crate::wire::{Entry, Kind, Mtime, Next, TarReader, TarWriter};
 pub struct StreamWriter<W: Write> {
     tar: TarWriter<W>,
     links: LinkTracker,
+    key: Option<Key>,
 }
 
 impl<W: Write> StreamWriter<W> {
-    pub fn new(out: W, manifest: &Manifest) -> anyhow::Result<StreamWriter<W>> {
+    /// Starts a stream; with a `key`, its trailer carries a MAC.
+    pub fn new(out: W, manifest: &Manifest, key: Option<Key>) -> anyhow::Result<StreamWriter<W>> {
         let mut json = serde_json::to_vec_pretty(manifest)?;
         json.push(b'\n');
         let mut tar = TarWriter::new(out);
@@ -47,6 +50,7 @@ impl<W: Write> StreamWriter<W> {
         Ok(StreamWriter {
             tar,
             links: LinkTracker::default(),
+            key,
         })
     }
 
@@ -92,7 +96,7 @@ impl<W: Write> StreamWriter<W> {
 
     /// Seals the stream with its trailer and flushes it.
     pub fn finish(self) -> anyhow::Result<(W, Trailer)> {
-        self.tar.finish()
+        self.tar.finish_with(self.key.as_ref())
     }
 }
 
@@ -118,8 +122,9 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    pub fn open(input: Box<dyn Read + Send>) -> anyhow::Result<StreamReader> {
-        let mut tar = TarReader::new(decompress(input)?);
+    /// Opens a stream; with a `key`, only a stream with a valid MAC for it verifies.
+    pub fn open(input: Box<dyn Read + Send>, key: Option<Key>) -> anyhow::Result<StreamReader> {
+        let mut tar = TarReader::new(decompress(input)?).with_key(key);
         let entry = match tar.next_entry()? {
             Next::Entry(entry) if entry.path == MANIFEST_PATH.as_bytes() => entry,
             _ => {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::extract::Extractor;
 use crate::format::{Manifest, Trailer, MANIFEST_PATH};
 use crate::io::open_input;
@@ -19,6 +20,8 @@ use crate::wire::{Entry, Kind};
 pub struct UnpackConfig {
     pub input: Option<PathBuf>,
     pub action: Action,
+    /// Key file: refuse any stream without a valid MAC for it (else $CKPT_KEY, else none).
+    pub key: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -36,9 +39,10 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
     if let Action::Extract(dest) = &cfg.action {
         check_destination(dest)?;
     }
+    let key = Key::load(cfg.key.as_deref())?;
     let progress = Progress::new("ckpt-unpack", None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
-    let mut reader = StreamReader::open(input)?;
+    let mut reader = StreamReader::open(input, key)?;
     let trailer = match &cfg.action {
         Action::Extract(dest) => {
             let staging = StagingDir::new_in(&parent_of(dest))?;

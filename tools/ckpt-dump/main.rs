@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet};
 use ckpt_common::dump::{self, DumpConfig};
 use ckpt_common::io::Compression;
 use clap::Parser;
@@ -55,6 +55,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
+    key: KeyFile,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         keep: cli.keep,
         ack: cli.ack,
         output: cli.output,
+        key: cli.key.key,
         quiet: cli.quiet.quiet,
     };
     ckpt_cli::run("ckpt-dump", || dump::run(&cfg))

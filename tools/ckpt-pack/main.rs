@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet};
 use ckpt_common::io::Compression;
 use ckpt_common::pack::{self, PackConfig, Source};
 use clap::Parser;
@@ -42,6 +42,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
+    key: KeyFile,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         source,
         compression: cli.compress,
         output: cli.output,
+        key: cli.key.key,
         quiet: cli.quiet.quiet,
     };
     ckpt_cli::run("ckpt-pack", || pack::run(&cfg))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet};
 use ckpt_common::restore::{self, RestoreConfig};
 use clap::Parser;
 
@@ -29,6 +29,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     input: Option<PathBuf>,
     #[command(flatten)]
+    key: KeyFile,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         stats: cli.stats,
         check: cli.check,
         input: cli.input,
+        key: cli.key.key,
         quiet: cli.quiet.quiet,
     };
     ckpt_cli::run("ckpt-restore", || restore::run(&cfg))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::Quiet;
+use ckpt_cli::{KeyFile, Quiet};
 use ckpt_common::unpack::{self, Action, UnpackConfig};
 use clap::{ArgGroup, Parser};
 
@@ -25,6 +25,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     input: Option<PathBuf>,
     #[command(flatten)]
+    key: KeyFile,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let cfg = UnpackConfig {
         input: cli.input,
         action,
+        key: cli.key.key,
         quiet: cli.quiet.quiet,
     };
     ckpt_cli::run("ckpt-unpack", || unpack::run(&cfg))

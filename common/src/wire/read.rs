@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use tar::{EntryType, Header};
 
 use super::{padded, pax, sparse, Entry, Kind, Mtime, BLOCK};
+use crate::auth::Key;
 use crate::error::bad_stream;
 use crate::format::{Trailer, MAX_JSON_SIZE, TRAILER_PATH};
 
@@ -30,6 +31,8 @@ pub struct TarReader<R: Read> {
     /// The entry whose data is being read, if any.
     current: Option<Open>,
     ended: bool,
+    /// When set, the trailer must carry a valid MAC for this key.
+    key: Option<Key>,
 }
 
 /// Progress through the data area of the current entry.
@@ -49,7 +52,14 @@ impl<R: Read> TarReader<R> {
             bytes: 0,
             current: None,
             ended: false,
+            key: None,
         }
+    }
+
+    /// Requires the stream to be authenticated with `key`.
+    pub fn with_key(mut self, key: Option<Key>) -> Self {
+        self.key = key;
+        self
     }
 
     /// Reads the next entry header, skipping (but still hashing) any unread data of the previous one.
@@ -219,6 +229,9 @@ impl<R: Read> TarReader<R> {
             return Err(bad_stream(
                 "digest mismatch: the stream was altered or corrupted in transit",
             ));
+        }
+        if let Some(key) = &self.key {
+            key.verify(&digest, self.entries, self.bytes, trailer.mac.as_deref())?;
         }
         self.read_end()?;
         Ok(trailer)

@@ -7,6 +7,7 @@ use anyhow::Context;
 use tar::{EntryType, Header};
 
 use super::{padded, pax, sparse, Entry, Kind, BLOCK};
+use crate::auth::Key;
 use crate::format::{Trailer, TRAILER_PATH};
 
 /// Largest value an 11-digit octal ustar field holds.
@@ -74,11 +75,19 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Writes the trailer and the end-of-archive blocks, flushes, and hands back the output.
-    pub fn finish(mut self) -> anyhow::Result<(W, Trailer)> {
+    pub fn finish(self) -> anyhow::Result<(W, Trailer)> {
+        self.finish_with(None)
+    }
+
+    /// Like [`TarWriter::finish`], with a MAC in the trailer when `key` is given.
+    pub fn finish_with(mut self, key: Option<&Key>) -> anyhow::Result<(W, Trailer)> {
+        let digest = format!("blake3:{}", self.chain.finalize().to_hex());
+        let mac = key.map(|k| k.mac(&digest, self.entries, self.bytes));
         let trailer = Trailer {
             entries: self.entries,
             bytes: self.bytes,
-            digest: format!("blake3:{}", self.chain.finalize().to_hex()),
+            digest,
+            mac,
         };
         let json = serde_json::to_vec(&trailer)?;
         let header = simple_header(
