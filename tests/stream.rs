@@ -982,3 +982,146 @@ fn entries_swapped_between_authenticated_streams_are_refused() {
         .fails(1)
         .one_line_error("");
 }
+
+// ---- adversarial corpus: header smuggling, special files, bombs ----
+
+/// Rewrites the ustar header of the entry named `name` (first match) and fixes its checksum.
+fn patch_header(stream: &mut [u8], name: &[u8], edit: impl Fn(&mut tar::Header)) {
+    let mut prefix = name.to_vec();
+    prefix.push(0);
+    let at = (0..stream.len())
+        .step_by(512)
+        .find(|&i| stream[i..].starts_with(&prefix))
+        .unwrap();
+    let mut h = tar::Header::from_byte_slice(&stream[at..at + 512]).clone();
+    edit(&mut h);
+    h.set_cksum();
+    stream[at..at + 512].copy_from_slice(h.as_bytes());
+}
+
+#[test]
+fn header_smuggling_is_refused() {
+    let t = hostile_dir("smuggle");
+    // pax size and ustar size disagree (a >8 GiB-style pax size on a small entry).
+    let mut big = meta(
+        b"rootfs/a",
+        Kind::File {
+            size: 3,
+            sparse: None,
+        },
+    );
+    big.uid = 3_000_000; // forces a pax header for this entry
+    let mut stream = forge(&[dir(b"rootfs"), (big, b"abc".to_vec())]);
+    let pax_at = stream
+        .windows(12)
+        .position(|w| w == b" uid=3000000")
+        .unwrap();
+    // Rewrite "uid" to "size" in place (same length record: "NN uid=3000000\n" -> "NN size=300000\n").
+    stream[pax_at + 1..pax_at + 12].copy_from_slice(b"size=300000");
+    refused(&t, stream, "pax size and ustar size disagree");
+    // A pax path that renames an entry to the trailer.
+    let mut named = meta(
+        b"rootfs/x",
+        Kind::File {
+            size: 2,
+            sparse: None,
+        },
+    );
+    named.path = format!("rootfs/{}", "p".repeat(120)).into_bytes();
+    let mut stream = forge(&[dir(b"rootfs"), (named, b"{}".to_vec())]);
+    let at = stream
+        .windows(127)
+        .position(|w| w == format!("path=rootfs/{}", "p".repeat(115)).as_bytes())
+        .unwrap();
+    let record_end = at + stream[at..].iter().position(|&b| b == b'\n').unwrap();
+    let fake = b"path=trailer.json";
+    let mut replacement = fake.to_vec();
+    replacement.resize(record_end - at, b'/');
+    stream[at..record_end].copy_from_slice(&replacement);
+    refused(&t, stream, "");
+    // Global pax headers and GNU long names are refused by type (see unknown_entry_types_are_refused);
+    // a size that is not a number is refused.
+    let mut stream = forge(&[dir(b"rootfs"), file(b"rootfs/n", b"x")]);
+    patch_header(&mut stream, b"rootfs/n", |h| {
+        h.as_old_mut().size = *b"0000000001x\0"
+    });
+    refused(&t, stream, "");
+}
+
+#[test]
+fn special_files_outside_rootfs_are_refused() {
+    let t = hostile_dir("special");
+    let dev = |path: &[u8]| (meta(path, Kind::Char { major: 1, minor: 3 }), Vec::new());
+    refused(
+        &t,
+        forge(&[dir(b"container"), dev(b"container/null")]),
+        "device node",
+    );
+    refused(
+        &t,
+        forge(&[dir(b"images"), (meta(b"images/p", Kind::Fifo), Vec::new())]),
+        "fifo",
+    );
+    let mut suid = meta(
+        b"container/hook",
+        Kind::File {
+            size: 2,
+            sparse: None,
+        },
+    );
+    suid.mode = 0o4755;
+    refused(
+        &t,
+        forge(&[dir(b"container"), (suid, b"#!".to_vec())]),
+        "setuid",
+    );
+    let mut sgid_dir = meta(b"images", Kind::Dir);
+    sgid_dir.mode = 0o2755;
+    refused(&t, forge(&[(sgid_dir, Vec::new())]), "setuid/setgid");
+}
+
+#[test]
+fn xattr_bomb_is_refused_with_bounded_memory() {
+    let t = hostile_dir("xattr");
+    let mut bomb = meta(
+        b"rootfs/x",
+        Kind::File {
+            size: 0,
+            sparse: None,
+        },
+    );
+    bomb.xattrs = (0..40)
+        .map(|i| (format!("user.k{i}").into_bytes(), vec![b'v'; 60_000]))
+        .collect();
+    refused(
+        &t,
+        forge(&[dir(b"rootfs"), (bomb, Vec::new())]),
+        "pax header of",
+    );
+}
+
+#[test]
+fn many_tiny_entries_stream_in_bounded_memory() {
+    let t = Dir::new("tiny");
+    let mut entries = vec![dir(b"rootfs"), dir(b"rootfs/d")];
+    for i in 0..200_000 {
+        entries.push(file(format!("rootfs/d/{i}").as_bytes(), b""));
+    }
+    fs::write(t.join("many.ckpt"), forge(&entries)).unwrap();
+    drop(entries);
+    // 64 MiB of address space is far below what holding the stream's entries would take.
+    let script = format!(
+        "ulimit -v 65536; exec {} -q --verify -i many.ckpt",
+        util::bin("ckpt-unpack").display()
+    );
+    t.program("sh").args(["-c", &script]).ok();
+    let script = format!(
+        "ulimit -v 65536; exec {} -q -C out -i many.ckpt",
+        util::bin("ckpt-unpack").display()
+    );
+    t.program("sh").args(["-c", &script]).ok();
+    assert_eq!(
+        fs::read_dir(t.join("out/rootfs/d")).unwrap().count(),
+        200_000
+    );
+}

@@ -68,6 +68,7 @@ impl Extractor {
         entry: &Entry,
         data: &mut dyn Read,
     ) -> anyhow::Result<()> {
+        refuse_special_outside_rootfs(root, entry)?;
         if rel.is_empty() {
             return self.make_root(root, entry);
         }
@@ -297,6 +298,24 @@ impl RawFdString for BorrowedFd<'_> {
         use std::os::fd::AsRawFd;
         self.as_raw_fd().to_string()
     }
+}
+
+/// Device nodes, fifos and setuid/setgid files belong in a container's rootfs only: in container/
+/// or images/ (which land directly in LXCPATH on the host) they can only be an attack.
+fn refuse_special_outside_rootfs(root: &str, entry: &Entry) -> anyhow::Result<()> {
+    if root == "rootfs" {
+        return Ok(());
+    }
+    let special = matches!(
+        entry.kind,
+        Kind::Char { .. } | Kind::Block { .. } | Kind::Fifo
+    );
+    if special || entry.mode & 0o6000 != 0 {
+        return Err(bad_stream(format!(
+            "{root}/ holds a device node, fifo or setuid/setgid file: only rootfs/ may"
+        )));
+    }
+    Ok(())
 }
 
 /// Opens directory `rel` inside `root`, refusing any path that leaves `root` or goes through a
