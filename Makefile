@@ -6,7 +6,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man
 TOOLS = ckpt-dump ckpt-pack ckpt-unpack ckpt-restore lxc-fixtty
 CARGO ?= cargo
 
-.PHONY: all build deps test test-unit lint demo install uninstall man clean
+.PHONY: all build deps test test-unit lint demo doom-demo install uninstall man clean
 
 all: build
 
@@ -32,6 +32,10 @@ lint:
 
 demo: deps build
 	scripts/demo
+
+# The 2014 demo for real: Doom in a Debian container, watched over VNC, migrated live.
+doom-demo: deps build
+	scripts/doom-demo
 
 man:
 	@for page in man/*.[15]; do echo "$$page"; man --warnings -l "$$page" > /dev/null; done

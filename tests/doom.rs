@@ -87,6 +87,7 @@ fn doom_demo_migrates_the_running_game_and_keeps_the_vnc_connection() {
         .arg(&out)
         .env("CKPT_TESTBED", PREFIX)
         .env("CKPT_BIN", &bindir)
+        .env_remove("CKPT_DOOM_NAME")
         .stdin(Stdio::null())
         .output()
         .expect("running scripts/doom-demo");

@@ -1125,3 +1125,22 @@ fn many_tiny_entries_stream_in_bounded_memory() {
         200_000
     );
 }
+
+#[test]
+fn unix_socket_files_are_left_out_like_tar_does() {
+    let t = Dir::new("socket");
+    bundle(&t.join("b"));
+    let _listener = std::os::unix::net::UnixListener::bind(t.join("b/rootfs/app.sock")).unwrap();
+    fs::write(t.join("b/rootfs/kept"), "x").unwrap();
+    let stream = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
+    let list = t
+        .cmd("ckpt-unpack")
+        .arg("--list")
+        .stdin(stream)
+        .ok()
+        .stdout_str();
+    assert!(
+        list.contains("rootfs/kept") && !list.contains("app.sock"),
+        "{list}"
+    );
+}

@@ -33,7 +33,8 @@ pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<
 }
 
 /// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so
-/// that `ssh host ckpt-restore` returns, and waits until LXC reports it RUNNING.
+/// that `ssh host ckpt-restore` returns, waits until LXC reports it RUNNING, and announces its
+/// addresses on the LAN.
 pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
     let options = OptionsFile::new(RESTORE_OPTIONS)?;
     let log = images.join("lxc-checkpoint.log");
@@ -52,7 +53,10 @@ pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         match container.state() {
-            Ok(State::Running) => return Ok(()),
+            Ok(State::Running) => {
+                announce(container);
+                return Ok(());
+            }
             _ if start.elapsed() > RUNNING_TIMEOUT => {
                 return Err(
                     failure("restore", container, &images.join("restore.log"), &log).context(
@@ -66,6 +70,72 @@ pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// Tells the LAN where the container's addresses went: a restored container keeps its MAC and IP,
+/// but switches (and bridges) still send its frames to the old host until it speaks. Sends one
+/// unsolicited ARP per IPv4 address from inside its network namespace (best effort: needs the
+/// host's `ip` and busybox `arping`).
+pub fn announce(container: &Container) {
+    let pid = crate::lxc::run_command(
+        "lxc-info",
+        [
+            "-P".as_ref(),
+            container.lxcpath.as_os_str(),
+            "-n".as_ref(),
+            container.name.as_ref(),
+            "-p".as_ref(),
+            "-H".as_ref(),
+        ],
+    );
+    let Some(pid) = pid
+        .ok()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+    else {
+        return;
+    };
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let addrs = Command::new("nsenter")
+        .args([
+            netns.as_str(),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "scope",
+            "global",
+        ])
+        .output();
+    let Ok(addrs) = addrs else { return };
+    for line in String::from_utf8_lossy(&addrs.stdout).lines() {
+        // "2: eth0    inet 10.77.0.22/24 brd ... scope global eth0"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(ip)) =
+            (words.get(1), words.get(3).and_then(|a| a.split('/').next()))
+        else {
+            continue;
+        };
+        let _ = Command::new("nsenter")
+            .args([
+                netns.as_str(),
+                "busybox",
+                "arping",
+                "-U",
+                "-c",
+                "1",
+                "-w",
+                "1",
+                "-I",
+                iface,
+                ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

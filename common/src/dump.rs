@@ -9,10 +9,12 @@ use anyhow::Context;
 
 use crate::auth::Key;
 use crate::checkpoint;
+use crate::guard::Guard;
 use crate::io::{open_output, Compression};
 use crate::lxc::Container;
 use crate::pack::{container_parts, summary, write_stream};
 use crate::progress::{note, Progress};
+use crate::rescue::{self, phase};
 use crate::stats::{mb_per_s, ms, write_json, DumpReport, RestoreResult};
 use crate::workdir::WorkDir;
 
@@ -60,8 +62,29 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    // The guard finishes or undoes this migration if we are killed (spawned while single-threaded).
+    let ack_copy = ack.as_ref().map(|a| a.get_ref().try_clone()).transpose()?;
+    let keep_fds: Vec<_> = ack_copy.iter().map(crate::guard::raw).collect();
+    let recover = rescue::recovery(
+        container.clone(),
+        work.path().to_path_buf(),
+        cfg.keep.is_none(),
+        ack_copy,
+    );
+    let guard = Guard::spawn(rescue::journal(&container, TOOL), &keep_fds, recover)?;
+
     let t = Instant::now();
-    checkpoint::dump(&container, work.path(), !cfg.leave_running)?;
+    guard.phase(phase::DUMPING)?;
+    if let Err(err) = checkpoint::dump(&container, work.path(), !cfg.leave_running) {
+        rescue::thaw_if_frozen(&container);
+        guard.done()?;
+        return Err(err);
+    }
+    guard.phase(if cfg.leave_running {
+        phase::SNAPSHOT
+    } else {
+        phase::STREAMING
+    })?;
     report.phases_ms.checkpoint = ms(t.elapsed());
     report.criu_dump = crate::criu::dump_stats(work.path());
     note(
@@ -96,10 +119,14 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
                 cfg,
                 &container,
                 work,
+                guard,
                 err.context("the stream was not delivered"),
             )
         }
     };
+    if !cfg.leave_running {
+        guard.phase(phase::SENT)?;
+    }
     report.bytes = trailer.bytes;
     report.wire_bytes = counter.get();
     report.throughput_mb_s = mb_per_s(trailer.bytes, t.elapsed());
@@ -128,6 +155,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
             report.phases_ms.ack_wait = ms(t.elapsed());
             match result {
                 Ok(result) => {
+                    guard.phase(phase::ACKED)?;
                     report.downtime_ms = Some(
                         report.phases_ms.checkpoint
                             + report.phases_ms.stream
@@ -137,10 +165,11 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
                     give_up_source(cfg, &container)?;
                     format!("migrated: running on {} in {}", result.host, result.lxcpath)
                 }
-                Err(err) => return rollback(cfg, &container, work, err),
+                Err(err) => return rollback(cfg, &container, work, guard, err),
             }
         }
     };
+    guard.done()?;
     report.phases_ms.total = ms(start.elapsed());
     if let Some(path) = &cfg.stats {
         write_json(path, &report)?;
@@ -158,7 +187,10 @@ fn open_ack(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
 }
 
 /// Reads ckpt-restore's one-line result; anything but a RUNNING container of this name is failure.
-fn read_ack(mut ack: BufReader<std::fs::File>, name: &str) -> anyhow::Result<RestoreResult> {
+pub(crate) fn read_ack(
+    mut ack: BufReader<std::fs::File>,
+    name: &str,
+) -> anyhow::Result<RestoreResult> {
     let mut line = String::new();
     ack.read_line(&mut line)
         .context("reading the receiver's result")?;
@@ -185,13 +217,7 @@ fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()>
     if cfg.leave_running {
         return Ok(());
     }
-    let args = [
-        std::ffi::OsStr::new("-P"),
-        container.lxcpath.as_os_str(),
-        std::ffi::OsStr::new("-n"),
-        container.name.as_ref(),
-    ];
-    match crate::lxc::run_command("lxc-destroy", args) {
+    match rescue::give_up_source(container) {
         Ok(_) => note(cfg.quiet, TOOL, &format!("{}: migrated; the stopped source copy was removed", container.name)),
         Err(e) => note(false, TOOL, &format!("warning: {} runs on the destination, but removing the stopped copy here failed: {e}", container.name)),
     }
@@ -203,9 +229,11 @@ fn rollback(
     cfg: &DumpConfig,
     container: &Container,
     work: WorkDir,
+    guard: Guard,
     err: anyhow::Error,
 ) -> anyhow::Result<()> {
     if cfg.leave_running {
+        guard.done()?;
         work.finish()?;
         return Err(err.context(format!("{} kept running here", container.name)));
     }
@@ -214,7 +242,9 @@ fn rollback(
         TOOL,
         &format!("{}: migration failed, restoring it here", container.name),
     );
-    match checkpoint::restore(container, work.path()) {
+    let restored = checkpoint::restore(container, work.path());
+    guard.done()?;
+    match restored {
         Ok(()) => {
             work.finish()?;
             Err(err.context(format!(

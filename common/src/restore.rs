@@ -9,10 +9,13 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::auth::Key;
+use std::ffi::OsStr;
+
 use crate::checkpoint;
 use crate::criu::RestoreStats;
 use crate::error::one_line;
 use crate::format::{Manifest, RootfsMode};
+use crate::guard::Guard;
 use crate::io::open_input;
 use crate::lxc::{default_lxcpath, Config, Container};
 use crate::progress::{note, Progress};
@@ -59,8 +62,23 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
     // The result line goes out whatever happened; failing to print it is itself a failure.
     let line = serde_json::to_string(&result)?;
     let printed = writeln!(std::io::stdout(), "{line}").and_then(|_| std::io::stdout().flush());
-    let (bytes, criu_restore) = outcome?;
-    printed.context("printing the result line")?;
+    let Restored {
+        bytes,
+        criu_restore,
+        running,
+    } = outcome?;
+    if let Some(running) = running {
+        match printed {
+            Ok(()) => running.keep()?,
+            Err(err) => {
+                // Nobody learned that it runs here: the sender keeps (or restores) its copy.
+                running.remove();
+                return Err(anyhow::Error::new(err).context(
+                    "printing the result line failed, so the restored container was removed again",
+                ));
+            }
+        }
+    }
     if let Some(path) = &cfg.stats {
         let unpack = std::time::Duration::from_millis(result.timings_ms.unpack.max(1));
         let report = RestoreReport {
@@ -74,13 +92,53 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Does the work; returns the stream's byte count and CRIU's restore statistics.
+/// What a successful run produced.
+struct Restored {
+    bytes: u64,
+    criu_restore: Option<RestoreStats>,
+    /// The running container, until its result line is out (None with --check).
+    running: Option<Running>,
+}
+
+/// A restored container that is not yet reported: its guard removes it if we die now.
+struct Running {
+    container: Container,
+    installed: Installed,
+    guard: Guard,
+}
+
+impl Running {
+    fn keep(self) -> anyhow::Result<()> {
+        self.installed.commit();
+        self.guard.done()
+    }
+
+    fn remove(self) {
+        stop(&self.container);
+        drop(self.installed);
+        let _ = self.guard.done();
+    }
+}
+
+/// Kills a restored container (its directory is removed separately).
+fn stop(container: &Container) {
+    let args = [
+        OsStr::new("-P"),
+        container.lxcpath.as_os_str(),
+        OsStr::new("-n"),
+        container.name.as_ref(),
+        OsStr::new("-k"),
+    ];
+    let _ = crate::lxc::run_command("lxc-stop", args);
+}
+
+/// Does the work; returns the stream's byte count, CRIU's restore statistics and the container.
 fn restore(
     cfg: &RestoreConfig,
     lxcpath: &Path,
     result: &mut RestoreResult,
     start: Instant,
-) -> anyhow::Result<(u64, Option<RestoreStats>)> {
+) -> anyhow::Result<Restored> {
     let progress = Progress::new(TOOL, None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
     let mut reader = StreamReader::open(input, Key::load(cfg.key.as_deref())?)?;
@@ -107,21 +165,33 @@ fn restore(
                 lxcpath.display()
             ),
         );
-        return Ok((trailer.bytes, None));
+        return Ok(Restored {
+            bytes: trailer.bytes,
+            criu_restore: None,
+            running: None,
+        });
     }
 
     std::fs::create_dir_all(lxcpath).with_context(|| format!("creating {}", lxcpath.display()))?;
     crate::staging::sweep_stale(lxcpath);
     let staging = StagingDir::new_in(lxcpath)?;
+    let recover = recovery(container.clone(), staging.path().to_path_buf());
+    let guard = Guard::spawn(crate::rescue::journal(&container, TOOL), &[], recover)?;
+    guard.phase(UNPACKING)?;
     let trailer = unpack_into(&mut reader, staging.path())?;
     progress.finish();
     result.timings_ms.unpack = ms(start.elapsed());
     let verified = Instant::now();
 
+    guard.phase(RESTORING)?;
     let installed = install(&manifest, &container, staging.path())?;
     let images = staging.path().join("images");
-    checkpoint::restore(&container, &images)?;
-    installed.commit();
+    if let Err(err) = checkpoint::restore(&container, &images) {
+        stop(&container);
+        drop(installed);
+        guard.done()?;
+        return Err(err);
+    }
     result.state = "RUNNING".into();
     result.timings_ms.restore = ms(verified.elapsed());
     note(
@@ -135,7 +205,39 @@ fn restore(
         ),
     );
     // CRIU's statistics live in the image dir, which goes away with the staging dir.
-    Ok((trailer.bytes, crate::criu::restore_stats(&images)))
+    let criu_restore = crate::criu::restore_stats(&images);
+    Ok(Restored {
+        bytes: trailer.bytes,
+        criu_restore,
+        running: Some(Running {
+            container,
+            installed,
+            guard,
+        }),
+    })
+}
+
+/// Guard phase: the stream is being unpacked into the staging dir.
+const UNPACKING: &str = "unpacking";
+/// Guard phase: the container is being installed and restored, or runs but is not yet reported.
+const RESTORING: &str = "restoring";
+
+/// What ckpt-restore's guard undoes, by the phase its tool died in: a container nobody was told
+/// about must not run, and LXCPATH must be left as it was.
+fn recovery(container: Container, staging: PathBuf) -> impl FnOnce(&str) {
+    move |phase| {
+        if phase == RESTORING {
+            crate::guard::settle(&staging);
+            stop(&container);
+            let _ = std::fs::remove_dir_all(container.dir());
+            crate::guard::log(&format!(
+                "{}: removed the unreported restore from {}",
+                container.name,
+                container.lxcpath.display()
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+    }
 }
 
 /// A container of that name here would be overwritten or confused with the incoming one.

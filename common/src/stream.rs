@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -81,6 +82,11 @@ impl<W: Write> StreamWriter<W> {
             if !rel.is_empty() {
                 bundle_path.push(b'/');
                 bundle_path.extend_from_slice(rel);
+            }
+            // A unix socket file is an address, not data: like tar, leave it out (CRIU binds the
+            // sockets it restores again, which creates their files).
+            if item.file_type().is_socket() {
+                continue;
             }
             let entry = fsmeta::describe(path, bundle_path, &mut self.links)?;
             let mut data: Box<dyn Read> = match entry.kind {

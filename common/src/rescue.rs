@@ -1,0 +1,121 @@
+//! What ckpt-dump does to keep exactly one running copy when a migration fails or when it is killed
+//! midway (through its guard): restore the container here, thaw it, or give up the source once
+//! the receiver confirmed.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use crate::checkpoint;
+use crate::guard::{log, settle};
+use crate::lxc::{run_command, Container, State};
+
+/// Phases ckpt-dump records for its guard.
+pub mod phase {
+    /// lxc-checkpoint is (or may be) running.
+    pub const DUMPING: &str = "dumping";
+    /// The container is stopped; its stream is being written.
+    pub const STREAMING: &str = "streaming";
+    /// The whole stream, trailer included, was written.
+    pub const SENT: &str = "sent";
+    /// The receiver reported the container running: the source copy must go.
+    pub const ACKED: &str = "acked";
+    /// --leave-running: the container kept running; nothing to undo.
+    pub const SNAPSHOT: &str = "snapshot";
+}
+
+/// Thaws a container a killed CRIU left frozen.
+pub fn thaw_if_frozen(container: &Container) {
+    if matches!(container.state(), Ok(State::Frozen | State::Freezing)) {
+        let _ = run_command("lxc-unfreeze", lxc_args(container));
+    }
+}
+
+/// Removes the stopped source copy once the destination runs the container.
+pub fn give_up_source(container: &Container) -> anyhow::Result<()> {
+    run_command("lxc-destroy", lxc_args(container))?;
+    Ok(())
+}
+
+/// `-P LXCPATH -n NAME`.
+fn lxc_args(container: &Container) -> [&OsStr; 4] {
+    [
+        OsStr::new("-P"),
+        container.lxcpath.as_os_str(),
+        OsStr::new("-n"),
+        container.name.as_ref(),
+    ]
+}
+
+/// What ckpt-dump's guard does, by the phase its tool died in. `ack` is the guard's own copy of
+/// the --ack reader; `remove_images` is false for a --keep dir.
+pub fn recovery(
+    container: Container,
+    images: PathBuf,
+    remove_images: bool,
+    ack: Option<File>,
+) -> impl FnOnce(&str) {
+    move |phase| {
+        let restore_here = || {
+            match checkpoint::restore(&container, &images) {
+            Ok(()) => {
+                log(&format!("{}: restored here from {}", container.name, images.display()));
+                if remove_images {
+                    let _ = std::fs::remove_dir_all(&images);
+                }
+            }
+            Err(e) => log(&format!(
+                "{}: restoring here failed ({e:#}); restore it with: lxc-checkpoint -r -d -n {} -P {} -D {}",
+                container.name,
+                container.name,
+                container.lxcpath.display(),
+                images.display()
+            )),
+        }
+        };
+        let give_up = || match give_up_source(&container) {
+            Ok(()) => log(&format!(
+                "{}: runs on the destination; stopped source copy removed",
+                container.name
+            )),
+            Err(e) => log(&format!(
+                "{}: runs on the destination; removing the source copy failed: {e}",
+                container.name
+            )),
+        };
+        match (phase, ack) {
+            (phase::DUMPING, _) => {
+                settle(&images);
+                thaw_if_frozen(&container);
+                let stopped = matches!(container.state(), Ok(State::Stopped));
+                if stopped && images.join("inventory.img").is_file() {
+                    restore_here();
+                }
+            }
+            (phase::STREAMING | phase::SENT, Some(ack)) => {
+                let name = container.name.clone();
+                match crate::dump::read_ack(BufReader::new(ack), &name) {
+                    Ok(_) => give_up(),
+                    Err(_) => restore_here(),
+                }
+            }
+            (phase::STREAMING, None) => restore_here(),
+            (phase::SENT, None) => log(&format!(
+                "{}: stream complete, left stopped here as without a guard; remove it with lxc-destroy -n {} -P {} once it runs on the destination",
+                container.name,
+                container.name,
+                container.lxcpath.display()
+            )),
+            (phase::ACKED, _) => give_up(),
+            _ => {}
+        }
+    }
+}
+
+/// The journal file of a container's guard, next to (not inside) its directory.
+pub fn journal(container: &Container, tool: &str) -> PathBuf {
+    container
+        .lxcpath
+        .join(format!(".{tool}-{}.journal", container.name))
+}
