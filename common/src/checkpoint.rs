@@ -23,13 +23,70 @@ pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<
     if stop {
         cmd.arg("-s");
     }
-    let status = cmd
-        .status()
+    let child = cmd
+        .spawn()
         .context("running lxc-checkpoint (is LXC installed?)")?;
+    let status = wait_unstuck(child, images)?;
     if status.success() && images.join("inventory.img").is_file() {
         return Ok(());
     }
     Err(failure("dump", container, &images.join("dump.log"), &log))
+}
+
+/// How long CRIU helpers may sit stopped (their main process killed) before they are reaped.
+const STUCK_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits for lxc-checkpoint. If CRIU is killed midway, a helper it forked can be left stopped
+/// holding LXC's log pipe, and lxc-checkpoint would wait for it forever: such helpers (CRIU
+/// processes working on `images` that are all stopped or zombies) are killed after a grace time.
+fn wait_unstuck(
+    mut child: std::process::Child,
+    images: &Path,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let mut stuck_since: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let criu = criu_processes(images);
+        let all_stopped = !criu.is_empty()
+            && criu
+                .iter()
+                .all(|(_, state)| matches!(state, 'T' | 't' | 'Z'));
+        match (all_stopped, stuck_since) {
+            (false, _) => stuck_since = None,
+            (true, None) => stuck_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() > STUCK_GRACE => {
+                for (pid, _) in criu {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            (true, Some(_)) => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CRIU processes whose command line names `images`, with their state letter.
+fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char)> {
+    let needle = images.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            if comm.trim() != "criu" || !cmdline.windows(needle.len()).any(|w| w == needle) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat.rsplit(") ").next()?.chars().next()?;
+            Some((rustix::process::Pid::from_raw(pid)?, state))
+        })
+        .collect()
 }
 
 /// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so

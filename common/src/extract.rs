@@ -103,7 +103,7 @@ impl Extractor {
             }
             Kind::Dir => {
                 rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(created)?;
-                self.dirs.push((root, rel.to_vec(), entry.clone()));
+                self.defer_dir(parent.as_fd(), name, root, rel, entry)?;
             }
             Kind::Symlink(target) => {
                 rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name).map_err(created)?;
@@ -199,7 +199,38 @@ impl Extractor {
             Mode::empty(),
         )?;
         self.roots.push((root, fd));
-        self.dirs.push((root, Vec::new(), entry.clone()));
+        let base = self.base.try_clone()?;
+        self.defer_dir(base.as_fd(), OsStr::new(root), root, &[], entry)
+    }
+
+    /// Sets a new directory's xattrs now and keeps the rest of its metadata for [`Extractor::finish`]:
+    /// what is kept per directory stays small whatever xattrs the stream carries.
+    fn defer_dir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        root: &'static str,
+        rel: &[u8],
+        entry: &Entry,
+    ) -> anyhow::Result<()> {
+        let mut xattrs = self.xattrs(entry).peekable();
+        if xattrs.peek().is_some() {
+            let dir = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            for (key, value) in xattrs {
+                rustix::fs::fsetxattr(&dir, OsStr::from_bytes(key), value, XattrFlags::empty())
+                    .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+            }
+        }
+        let deferred = Entry {
+            xattrs: Vec::new(),
+            ..entry.clone()
+        };
+        self.dirs.push((root, rel.to_vec(), deferred));
         Ok(())
     }
 

@@ -78,6 +78,8 @@ impl Guard {
 /// and no other fd than `keep`.
 fn detach(keep: &[RawFd]) {
     let _ = rustix::process::setsid();
+    // Its own name, so `pkill ckpt-dump` (a user stopping the tool) does not also kill the guard.
+    let _ = rustix::thread::set_name(c"ckpt-guard");
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdin(&null);
         let _ = rustix::stdio::dup2_stdout(&null);

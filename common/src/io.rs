@@ -2,7 +2,7 @@
 //! terminal, zstd compression on output and detection (by magic) on input.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -98,12 +98,19 @@ pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
 /// frame to the true end of input and checks frame checksums.
 pub fn decompress(input: Box<dyn Read + Send>) -> anyhow::Result<Box<dyn Read + Send>> {
     let mut buffered = BufReader::with_capacity(STREAM_BUF, input);
-    let start = buffered.fill_buf().context("reading the stream")?;
-    if start.len() < 4 && !start.is_empty() {
-        // A stream this short is refused by the tar reader with a clear message.
-        return Ok(Box::new(buffered));
+    // The first 4 bytes, however many reads of a pipe they take to arrive, then put back in front.
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match buffered.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("reading the stream")),
+        }
     }
-    if start.starts_with(&ZSTD_MAGIC) {
+    let buffered = io::Cursor::new(head[..got].to_vec()).chain(buffered);
+    if head[..got] == ZSTD_MAGIC {
         let decoder =
             zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
         return Ok(Box::new(BufReader::with_capacity(

@@ -1,5 +1,6 @@
 //! The whole input is a stream: read every entry and its data without writing anything, as
-//! `ckpt-unpack --list` does (fast: the reader, the pax, sparse and trailer checks, zstd).
+//! `ckpt-unpack --list` does (fast: the reader, the pax, sparse and trailer checks, zstd), once from
+//! memory and once through short reads of varying size; both must end the same way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -5,14 +5,14 @@
 //! Sandbox layout (one per fuzzing process, under `$CKPT_FUZZ_SANDBOX` or the temp dir):
 //!
 //! ```text
-//! ckpt-fuzz-<pid>/            the process's cwd; after every run it holds exactly:
+//! ckpt-fuzz-<pid>/            after every run it holds exactly:
 //!     sentinel/victim         a file that must never change, gain a link or a sibling
 //!     stage-XXXXXX/           the fresh staging dir of this run (removed after the checks)
 //! ```
 //!
-//! A stream reaching `sentinel` by `../..` from `stage-*/rootfs/` (or the cwd by a relative path)
-//! shows up as a changed listing; a hard link to the victim as its link count; a write through an
-//! absolute path at the top of `/` as a changed listing of `/`.
+//! A stream reaching `sentinel` by `../..` from `stage-*/rootfs/` shows up as a changed listing, a
+//! hard link to the victim as its link count, a write through an absolute path at the top of `/`
+//! as a changed listing of `/`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -38,6 +38,7 @@ struct Sandbox {
 }
 
 static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+static MIN_FIRST_READ: OnceLock<usize> = OnceLock::new();
 
 /// Inode, mode, owner, group, link count and mtime of the victim file.
 fn victim_meta(path: &Path) -> [i64; 7] {
@@ -71,6 +72,7 @@ fn sandbox() -> &'static Sandbox {
         let base = std::env::var_os("CKPT_FUZZ_SANDBOX")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
+        remove_stale_sandboxes(&base);
         let dir = base.join(format!("ckpt-fuzz-{}", std::process::id()));
         let _ = force_remove(&dir);
         let sentinel = dir.join("sentinel");
@@ -78,8 +80,7 @@ fn sandbox() -> &'static Sandbox {
         let victim = sentinel.join("victim");
         fs::write(&victim, VICTIM).unwrap();
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
-        std::env::set_current_dir(&dir).unwrap();
-        // SAFETY: plain libc calls at start-up, before any other thread of ours exists.
+        // SAFETY: process-wide settings made once; no memory of ours is handed over.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             let limit = libc::rlimit {
@@ -97,6 +98,24 @@ fn sandbox() -> &'static Sandbox {
             victim,
         }
     })
+}
+
+/// Removes the sandboxes of fuzzing processes that are gone (a crash skips the clean-up at exit).
+fn remove_stale_sandboxes(base: &Path) {
+    let Ok(dir) = fs::read_dir(base) else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ckpt-fuzz-"))
+            .and_then(|p| p.parse::<libc::pid_t>().ok());
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        if let Some(pid) = pid.filter(|&p| p > 0 && unsafe { libc::kill(p, 0) } != 0) {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                let _ = force_remove(&base.join(format!("ckpt-fuzz-{pid}")));
+            }
+        }
+    }
 }
 
 /// Removes a tree, first making its directories writable when a plain remove is refused.
@@ -129,10 +148,39 @@ fn open(data: &[u8]) -> anyhow::Result<StreamReader> {
     StreamReader::open(Box::new(Cursor::new(data.to_vec())), None)
 }
 
-/// Opens `data` as a stream, reads every entry and its data (as `ckpt-unpack --list` does), and
-/// returns how it ended. Never writes anything.
-pub fn list(data: &[u8]) -> anyhow::Result<()> {
-    let mut reader = open(data)?;
+/// Serves a stream in short reads of varying size (1 to 3 bytes first, then 1, 2, 3, 7 bytes, a few
+/// hundred, a few KiB or all that is left), as a pipe does with a slow or chunky sender. The sizes are pseudo-random but fixed
+/// by the input (seeded from its hash), so a finding replays.
+///
+/// `CKPT_FUZZ_MIN_FIRST_READ=N` makes the first read at least N bytes: with 4, a reader that sniffs
+/// the zstd magic from its first read only (a known bug, see tests/fuzz_regressions.rs) is not hit
+/// again and again while fuzzing for others.
+struct Chunky {
+    data: Cursor<Vec<u8>>,
+    rng: u64,
+    first: bool,
+    min: usize,
+}
+
+impl io::Read for Chunky {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let max = match self.first {
+            // The first read is the one that a reader sniffing the input looks at: always short.
+            true => (1 + self.rng % 3) as usize,
+            false => [1, 2, 3, 7, 100, 511, 4096, usize::MAX][(self.rng % 8) as usize],
+        };
+        self.first = false;
+        let n = buf.len().min(max.max(std::mem::replace(&mut self.min, 0)));
+        self.data.read(&mut buf[..n])
+    }
+}
+
+/// Reads every entry and its data without writing anything, as `ckpt-unpack --list` does.
+fn list_from(input: Box<dyn io::Read + Send>) -> anyhow::Result<()> {
+    let mut reader = StreamReader::open(input, None)?;
     loop {
         match reader.next_item()? {
             Item::Entry { entry, .. } => {
@@ -148,6 +196,39 @@ pub fn list(data: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// Lists `data` as a stream twice, from memory in one piece and through short reads (`Chunky`),
+/// and checks that both end the same way (for plain input, with the same error message): how the
+/// input arrives must not change the verdict. Returns how it ended.
+pub fn list(data: &[u8]) -> anyhow::Result<()> {
+    let whole = list_from(Box::new(Cursor::new(data.to_vec())));
+    let chunky = Chunky {
+        data: Cursor::new(data.to_vec()),
+        rng: u64::from_le_bytes(blake3::hash(data).as_bytes()[..8].try_into().unwrap()) | 1,
+        first: true,
+        min: *MIN_FIRST_READ.get_or_init(|| {
+            std::env::var("CKPT_FUZZ_MIN_FIRST_READ")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }),
+    };
+    let pieces = list_from(Box::new(chunky));
+    // Compressed input may fail differently: as input trickles in, the zstd decoder hands out the
+    // blocks it has before it reaches a corrupt one, so the tar layer may refuse the stream first.
+    let zstd = data.starts_with(&ZSTD_MAGIC);
+    let line = |r: &anyhow::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(_) if zstd => "refused".to_string(),
+        Err(e) => ckpt_common::error::one_line(e),
+    };
+    assert_eq!(
+        line(&whole),
+        line(&pieces),
+        "the same stream read in one piece and in short reads ended differently"
+    );
+    whole
+}
+
 /// Unpacks `data` into a fresh staging dir in the sandbox as ckpt-unpack does, then checks that
 /// nothing outside that dir changed, and removes it. A panic here is a finding: either the code
 /// under test panicked, or a stream escaped its staging dir.
@@ -157,11 +238,15 @@ pub fn unpack_checked(data: &[u8]) -> anyhow::Result<()> {
         .prefix("stage-")
         .tempdir_in(&sb.dir)
         .expect("harness: creating the staging dir");
-    let result = open(data).and_then(|mut reader| ckpt_common::unpack::unpack_into(&mut reader, stage.path()));
+    let result = open(data)
+        .and_then(|mut reader| ckpt_common::unpack::unpack_into(&mut reader, stage.path()));
     if let Err(e) = &result {
         // The tools print exactly this line; it must be one line and say something.
         let line = ckpt_common::error::one_line(e);
-        assert!(!line.is_empty() && !line.contains('\n'), "bad error line {line:?}");
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "bad error line {line:?}"
+        );
     }
     check_no_escape(sb, stage.path());
     let stage = stage.keep();
@@ -174,7 +259,10 @@ pub fn unpack_checked(data: &[u8]) -> anyhow::Result<()> {
 fn check_no_escape(sb: &Sandbox, stage: &Path) {
     let expect: BTreeSet<_> = ["sentinel".into(), stage.file_name().unwrap().to_owned()].into();
     let found = names(&sb.dir);
-    assert_eq!(found, expect, "ESCAPE: the stream created something next to its staging dir");
+    assert_eq!(
+        found, expect,
+        "ESCAPE: the stream created something next to its staging dir"
+    );
     let found = names(&sb.sentinel);
     assert_eq!(
         found,
@@ -204,7 +292,7 @@ fn check_no_escape(sb: &Sandbox, stage: &Path) {
 /// it (its data is replaced; everything after it is kept as it was). zstd input is left alone.
 pub fn repair(data: &[u8]) -> Vec<u8> {
     const B: usize = 512;
-    let padded = |n: u64| n.div_ceil(B as u64) * B as u64;
+    let padded = |n: u64| n.div_ceil(B as u64).saturating_mul(B as u64);
     if data.starts_with(&ZSTD_MAGIC) {
         return data.to_vec();
     }

@@ -181,6 +181,9 @@ impl<R: Read> TarReader<R> {
 
     fn read_sparse_map(&mut self, mut entry: Entry, real_size: u64) -> anyhow::Result<Entry> {
         let mut map = Vec::new();
+        // Lines seen so far, and lines the map needs (known once its first line, the count, is
+        // in): the map is parsed once it is whole, so reading it stays linear in its size.
+        let (mut lines, mut need) = (0usize, None::<usize>);
         let (sparse, used) = loop {
             let mut block = [0u8; BLOCK as usize];
             let mut filled = 0;
@@ -192,6 +195,13 @@ impl<R: Read> TarReader<R> {
                 filled += got;
             }
             map.extend_from_slice(&block);
+            lines += block.iter().filter(|&&b| b == b'\n').count();
+            if need.is_none() && lines > 0 {
+                need = sparse::needed_lines(&map);
+            }
+            if need.is_some_and(|need| lines < need) && map.len() <= sparse::MAX_MAP_BYTES {
+                continue;
+            }
             if let Some(found) = sparse::decode_map(&map, real_size)? {
                 break found;
             }

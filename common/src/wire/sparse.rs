@@ -7,6 +7,17 @@ use crate::error::bad_stream;
 /// Most segments a sparse file may have in a stream; a writer stores a file with more densely.
 pub const MAX_SEGMENTS: usize = 1 << 16;
 
+/// Longest map text accepted (65536 segments of two 20-digit numbers, with slack).
+pub const MAX_MAP_BYTES: usize = MAX_SEGMENTS * 48;
+
+/// Number of lines a whole map has, from its first line (the segment count), if that parses.
+pub fn needed_lines(map: &[u8]) -> Option<usize> {
+    let first = map.split(|&b| b == b'\n').next()?;
+    let count: usize = std::str::from_utf8(first).ok()?.parse().ok()?;
+    // Past the limit: let decode_map refuse it now rather than read on.
+    (count <= MAX_SEGMENTS).then_some(2 * count + 1)
+}
+
 /// The map as written at the start of the data area, padded to a block.
 pub fn encode_map(sparse: &Sparse) -> Vec<u8> {
     let mut text = format!("{}\n", sparse.segments.len());
@@ -57,7 +68,7 @@ pub fn decode_map(buf: &[u8], real_size: u64) -> anyhow::Result<Option<(Sparse, 
             return Ok(Some((sparse, used)));
         }
     }
-    if buf.len() > MAX_SEGMENTS * 48 {
+    if buf.len() > MAX_MAP_BYTES {
         return Err(bad_stream("sparse map is too long"));
     }
     Ok(None)

@@ -1,0 +1,234 @@
+//! Fault injection on the two-host test bed: kill -9 of each process at each phase of a
+//! migration, a cut network link, a full destination disk. After each fault there must be exactly
+//! one running copy, no staging dir, no journal and no frozen container. Prints a fault → outcome
+//! table; every row must pass.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::testbed::{Container, Testbed};
+
+const NAME: &str = "ft";
+/// Stalls the stream after 20 MB for 3 s: long enough to hit "mid-stream".
+const STALL: &str = "| { head -c 20000000; sleep 3; cat; }";
+/// Waits (on host1) until ckpt-dump's guard journal reads $1; `kill9 COMM PATTERN` kills this
+/// test's processes only (other test beds may run CRIU at the same time).
+const WAIT_DUMP: &str = "wait_phase() { until grep -qx \"$1\" $L1/.ckpt-dump-ft.journal 2>/dev/null; do sleep 0.01; done; }; \
+    kill9() { for p in $(pgrep -f \"$2\"); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = \"$1\" ] && kill -9 $p; done; true; }; ";
+/// Waits (on host1, looking at host2's lxcpath) until ckpt-restore's journal reads $1.
+const WAIT_RESTORE: &str =
+    "wait_restore() { until grep -qx \"$1\" $L2/.ckpt-restore-ft.journal 2>/dev/null; do sleep 0.01; done; }; ";
+
+struct Fault {
+    name: &'static str,
+    script: String,
+    /// Where the one running copy must end up (`either` when it depends on timing).
+    expect: &'static str,
+}
+
+fn faults() -> Vec<Fault> {
+    let pipe = |middle: &str, remote: &str| {
+        format!("$BIN/ckpt-dump -q -P $L1 ft {middle} | $SSH host2 {remote} $BIN/ckpt-restore -q -P $L2")
+    };
+    let acked = |middle: &str| {
+        format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft {middle} | $SSH host2 $BIN/ckpt-restore -q -P $L2 > /tmp/ft.ack")
+    };
+    let bg = |pipeline: String, trigger: &str| {
+        format!("{WAIT_DUMP}{WAIT_RESTORE}( {pipeline} ) & {trigger}; wait; true")
+    };
+    vec![
+        Fault {
+            name: "kill -9 ckpt-dump before the freeze",
+            script: format!(
+                "{WAIT_DUMP}rm -f /tmp/ft.none; mkfifo /tmp/ft.none; \
+                 $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.none ft > /dev/null & \
+                 sleep 0.5; kill9 ckpt-dump 'ckpt-dump -q -P /var/lib/e2eflt'; wait; true"
+            ),
+            expect: "host1",
+        },
+        Fault {
+            name: "kill -9 criu during the dump",
+            script: bg(pipe("", ""), "until pgrep -f 'criu dump.*ckpt-ft-' >/dev/null; do sleep 0.005; done; sleep 0.05; kill9 criu 'criu dump.*ckpt-ft-'"),
+            expect: "host1",
+        },
+        Fault {
+            name: "kill -9 ckpt-dump mid-stream",
+            script: bg(pipe(STALL, ""), "wait_phase streaming; sleep 1; kill9 ckpt-dump 'ckpt-dump -q -P /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
+            name: "kill -9 ssh mid-stream",
+            script: bg(pipe(STALL, ""), "wait_phase streaming; sleep 1; kill9 ssh 'ssh -F /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
+            name: "kill -9 ckpt-restore mid-stream",
+            script: bg(pipe(STALL, ""), "wait_phase streaming; sleep 1; kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
+            name: "kill -9 ckpt-dump after the trailer (awaiting the ack)",
+            script: bg(acked(""), "wait_phase sent; kill9 ckpt-dump 'ckpt-dump -q -P /var/lib/e2eflt'"),
+            expect: "host2",
+        },
+        Fault {
+            name: "kill -9 ckpt-restore during the restore",
+            script: bg(acked(""), "wait_restore restoring; sleep 0.1; kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
+            // Killed before CRIU's point of no return, the restore fails and the source takes the
+            // container back; killed after it, the restore completes. Either way: one copy.
+            name: "kill -9 criu during the restore",
+            script: bg(acked(""), "wait_restore restoring; until pgrep -f 'criu restore.*e2eflt' >/dev/null; do sleep 0.01; done; kill9 criu 'criu restore.*e2eflt'"),
+            expect: "either",
+        },
+    ]
+}
+
+/// Waits until the container runs on `host` only (on one host only, for `either`) and nothing is
+/// left behind; returns where it runs, or what is wrong.
+fn settled(tb: &Testbed, expect: &str) -> Result<String, String> {
+    if expect == "either" {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(45) {
+            for host in ["host1", "host2"] {
+                if tb.state(host, NAME) == "RUNNING" {
+                    return settled(tb, host);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return Err("running on neither host".into());
+    }
+    let (host, other) = if expect == "host1" {
+        ("host1", "host2")
+    } else {
+        ("host2", "host1")
+    };
+    let start = Instant::now();
+    loop {
+        let here = tb.state(host, NAME);
+        let there = tb.state(other, NAME);
+        let strays: Vec<String> = ["host1", "host2"]
+            .iter()
+            .flat_map(|h| tb.strays(h, &[NAME]))
+            .filter(|s| s.starts_with('.'))
+            .collect();
+        let ok =
+            here == "RUNNING" && (there == "ABSENT" || there == "STOPPED") && strays.is_empty();
+        if ok {
+            return Ok(host.to_string());
+        }
+        if start.elapsed() > Duration::from_secs(45) {
+            return Err(format!(
+                "{host}: {here}, {other}: {there}, leftovers: {strays:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Moves the container back to host1 when a fault left it on host2.
+fn home(tb: &Testbed) {
+    if tb.state("host2", NAME) == "RUNNING" {
+        let back = "rm -f /tmp/ft.back; mkfifo /tmp/ft.back; $BIN/ckpt-dump -q -P $L2 --ack /tmp/ft.back ft \
+                    | $SSH host1 $BIN/ckpt-restore -q -P $L1 > /tmp/ft.back";
+        tb.sh("host2", back).expect_code(0);
+    }
+    if tb.state("host1", NAME) == "STOPPED" {
+        tb.sh("host1", "lxc-destroy -P $L2 -n ft 2>/dev/null; true");
+    }
+}
+
+/// Checks the workload survived: counter goes on from where it was, memory intact.
+fn intact(tb: &Testbed, host: &str, c: &Container, count: u64, sum: &str) -> Result<(), String> {
+    let w = tb.workload(host, c);
+    let now = w.wait_counter_above(count);
+    let got = w.next_sum_after(w.sum().0);
+    if got != sum {
+        return Err(format!("memory checksum {got} != {sum}"));
+    }
+    if now <= count {
+        return Err(format!("counter {count} -> {now}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_fault_leaves_exactly_one_running_copy() {
+    let tb = Testbed::up("e2eflt");
+    let c = tb.create("host1", NAME, 30, 128);
+    tb.sh(
+        "host1",
+        "$BIN/lxc-fixtty -q -P $L1 ft && lxc-start -P $L1 -n ft",
+    )
+    .expect_code(0);
+    tb.workload("host1", &c).wait_ready();
+    let mut rows = Vec::new();
+    let mut run = |name: &str, expect: &str, inject: &dyn Fn()| {
+        let w = tb.workload("host1", &c);
+        let (count, sum) = (w.counter(), w.start_sum());
+        inject();
+        let outcome =
+            settled(&tb, expect).and_then(|on| intact(&tb, &on, &c, count, &sum).map(|()| on));
+        rows.push((name.to_string(), expect.to_string(), outcome));
+        home(&tb);
+        let _ = settled(&tb, "host1");
+    };
+    for fault in faults() {
+        run(fault.name, fault.expect, &|| {
+            tb.sh("host1", &fault.script);
+        });
+    }
+    // The LAN link of host2 cut mid-stream (ssh gives up after its keepalives).
+    run("network link to host2 cut mid-stream", "host1", &|| {
+        let script = format!(
+            "{WAIT_DUMP}$BIN/ckpt-dump -q -P $L1 ft {STALL} | ssh -F {} -o ServerAliveInterval=1 -o ServerAliveCountMax=2 \
+             host2 $BIN/ckpt-restore -q -P $L2; true",
+            tb.ssh_config().display()
+        );
+        std::thread::scope(|s| {
+            let pipeline = s.spawn(|| tb.sh("host1", &script));
+            std::thread::sleep(Duration::from_millis(1500));
+            let link = "e2eflth2";
+            let _ = std::process::Command::new("ip")
+                .args(["link", "set", link, "down"])
+                .status();
+            let _ = pipeline.join();
+            let _ = std::process::Command::new("ip")
+                .args(["link", "set", link, "up"])
+                .status();
+        });
+    });
+    // The destination's disk fills up.
+    run("destination disk full", "host1", &|| {
+        let small = "/var/lib/e2eflt/small";
+        tb.sh(
+            "host1",
+            &format!("$SSH host2 'mkdir -p {small} && mount -t tmpfs -o size=40m tmpfs {small}'"),
+        );
+        tb.sh("host1", &format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft | $SSH host2 $BIN/ckpt-restore -q -P {small} > /tmp/ft.ack; $SSH host2 'ls -A {small}; umount {small}'"));
+    });
+
+    println!("\n{:<58} {:<8} outcome", "fault", "expect");
+    for (name, expect, outcome) in &rows {
+        let shown = match outcome {
+            Ok(on) => {
+                format!("PASS: one running copy (on {on}), state intact, nothing left behind")
+            }
+            Err(e) => format!("FAIL: {e}"),
+        };
+        println!("{name:<58} {expect:<8} {shown}");
+    }
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.2.is_err())
+        .map(|r| r.0.clone())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "faults not survived: {failed:?} (table above)"
+    );
+}
