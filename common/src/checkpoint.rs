@@ -36,9 +36,10 @@ pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<
 /// How long CRIU helpers may sit stopped (their main process killed) before they are reaped.
 const STUCK_GRACE: Duration = Duration::from_secs(3);
 
-/// Waits for lxc-checkpoint. If CRIU is killed midway, a helper it forked can be left stopped
-/// holding LXC's log pipe, and lxc-checkpoint would wait for it forever: such helpers (CRIU
-/// processes working on `images` that are all stopped or zombies) are killed after a grace time.
+/// Waits for lxc-checkpoint. If CRIU is killed midway, a helper it forked can be left behind
+/// (orphaned, or stopped) holding LXC's log pipe, and lxc-checkpoint would wait for it forever:
+/// such helpers (CRIU processes working on `images` whose parent is gone, or that are all
+/// stopped) are killed after a grace time.
 fn wait_unstuck(
     mut child: std::process::Child,
     images: &Path,
@@ -52,12 +53,13 @@ fn wait_unstuck(
         let all_stopped = !criu.is_empty()
             && criu
                 .iter()
-                .all(|(_, state)| matches!(state, 'T' | 't' | 'Z'));
-        match (all_stopped, stuck_since) {
+                .all(|(_, state, _)| matches!(state, 'T' | 't' | 'Z'));
+        let orphaned = criu.iter().any(|(_, _, ppid)| *ppid == 1);
+        match (all_stopped || orphaned, stuck_since) {
             (false, _) => stuck_since = None,
             (true, None) => stuck_since = Some(Instant::now()),
             (true, Some(since)) if since.elapsed() > STUCK_GRACE => {
-                for (pid, _) in criu {
+                for (pid, _, _) in criu {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
             }
@@ -67,8 +69,8 @@ fn wait_unstuck(
     }
 }
 
-/// CRIU processes whose command line names `images`, with their state letter.
-fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char)> {
+/// CRIU processes whose command line names `images`, with their state letter and parent pid.
+fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
     let needle = images.as_os_str().as_encoded_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -83,8 +85,10 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char)> {
                 return None;
             }
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let state = stat.rsplit(") ").next()?.chars().next()?;
-            Some((rustix::process::Pid::from_raw(pid)?, state))
+            let mut fields = stat.rsplit(") ").next()?.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            Some((rustix::process::Pid::from_raw(pid)?, state, ppid))
         })
         .collect()
 }

@@ -76,7 +76,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     let t = Instant::now();
     guard.phase(phase::DUMPING)?;
     if let Err(err) = checkpoint::dump(&container, work.path(), !cfg.leave_running) {
-        rescue::thaw_if_frozen(&container);
+        rescue::thaw(&container);
         guard.done()?;
         return Err(err);
     }

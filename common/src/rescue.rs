@@ -25,10 +25,31 @@ pub mod phase {
     pub const SNAPSHOT: &str = "snapshot";
 }
 
-/// Thaws a container a killed CRIU left frozen.
-pub fn thaw_if_frozen(container: &Container) {
-    if matches!(container.state(), Ok(State::Frozen | State::Freezing)) {
-        let _ = run_command("lxc-unfreeze", lxc_args(container));
+/// Thaws a container a killed CRIU may have left frozen. CRIU freezes through the cgroup-v1
+/// freezer when one is mounted, which lxc-info does not report and lxc-unfreeze (cgroup2) does not
+/// undo: write THAWED there as well, for every freezer cgroup of the container's init.
+pub fn thaw(container: &Container) {
+    let _ = run_command("lxc-unfreeze", lxc_args(container));
+    let mut args = lxc_args(container).to_vec();
+    args.extend([OsStr::new("-p"), OsStr::new("-H")]);
+    let Ok(pid) = run_command("lxc-info", args) else {
+        return;
+    };
+    let cgroups =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap_or_default();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            fields.next(),
+            fields.next().unwrap_or(""),
+            fields.next().unwrap_or(""),
+        );
+        if controllers.split(',').any(|c| c == "freezer") {
+            let _ = std::fs::write(
+                format!("/sys/fs/cgroup/freezer{path}/freezer.state"),
+                "THAWED",
+            );
+        }
     }
 }
 
@@ -87,7 +108,7 @@ pub fn recovery(
         match (phase, ack) {
             (phase::DUMPING, _) => {
                 settle(&images);
-                thaw_if_frozen(&container);
+                thaw(&container);
                 let stopped = matches!(container.state(), Ok(State::Stopped));
                 if stopped && images.join("inventory.img").is_file() {
                     restore_here();

@@ -156,13 +156,13 @@ impl<R: Read> TarReader<R> {
             let header = checked_header(&block)?;
             raw.extend_from_slice(&block);
             if header.entry_type() != EntryType::XHeader {
-                let entry = build_entry(header, pax_data.as_deref())?;
+                let entry = build_entry(header, pax_data.as_deref()).map_err(as_bad_stream)?;
                 return Ok((raw, entry.0, entry.1));
             }
             if pax_data.is_some() {
                 return Err(bad_stream("two pax headers in a row"));
             }
-            let size = header.size()?;
+            let size = header.size().map_err(|e| as_bad_stream(e.into()))?;
             if size > MAX_PAX {
                 return Err(bad_stream(format!(
                     "pax header of {size} bytes is too large (limit {MAX_PAX})"
@@ -301,6 +301,16 @@ pub struct Data<'a, R: Read> {
 impl<R: Read> Read for Data<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read_data(buf)
+    }
+}
+
+/// The `tar` crate reports malformed numeric header fields as I/O errors: in a stream they mean
+/// a bad stream, like every other malformed header.
+fn as_bad_stream(err: anyhow::Error) -> anyhow::Error {
+    if err.downcast_ref::<crate::Error>().is_some() {
+        err
+    } else {
+        bad_stream(format!("malformed tar header: {err}"))
     }
 }
 
