@@ -8,50 +8,9 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ckpt_common::wire::{Entry, Kind, Mtime, Sparse, TarWriter};
+use ckpt_common::wire::{Entry, Kind, Sparse};
+use util::forge::{forge, forge_into, meta};
 use util::{bin, Dir};
-
-const MANIFEST: &str = r#"{"format":"ckpt","version":1,"name":"u1","lxcpath":"/var/lib/lxc","host":"h",
-"kernel":"k","arch":"x86_64","ckpt":"0.1.0","created":"2026-01-01T00:00:00Z",
-"include":{"rootfs":"full","images":true}}"#;
-
-fn meta(path: &[u8], kind: Kind) -> Entry {
-    Entry {
-        path: path.to_vec(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: Mtime::default(),
-        xattrs: Vec::new(),
-    }
-}
-
-/// A valid stream: the manifest, then `entries` with their data, then the trailer.
-fn forge(entries: &[(Entry, Vec<u8>)]) -> Vec<u8> {
-    forge_into(
-        Vec::new(),
-        entries.iter().map(|(e, d)| (e.clone(), d.clone())),
-    )
-}
-
-/// The same, written into `out` (e.g. a zstd encoder) from an iterator, so that a large stream
-/// need not be held in memory.
-fn forge_into<W: Write>(out: W, entries: impl Iterator<Item = (Entry, Vec<u8>)>) -> W {
-    let mut w = TarWriter::new(out);
-    let manifest = meta(
-        b"manifest.json",
-        Kind::File {
-            size: MANIFEST.len() as u64,
-            sparse: None,
-        },
-    );
-    w.append(&manifest, &mut MANIFEST.as_bytes()).unwrap();
-    for (entry, data) in entries {
-        w.append(&entry, &mut &data[..]).unwrap();
-    }
-    w.finish().unwrap().0
-}
 
 /// Runs `ckpt-unpack ARGS` in `t`, writing `chunks` to its stdin with `pause` between them, and
 /// kills it once `limit` has passed. Returns its exit code (None when killed or signalled), its

@@ -8,12 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use ckpt_common::wire::{Entry, Kind, Mtime, TarWriter};
+use ckpt_common::wire::{Kind, TarWriter};
+use util::forge::{dir, file, forge, meta, MANIFEST};
 use util::{require_root, Dir};
-
-const MANIFEST: &str = r#"{"format":"ckpt","version":1,"name":"u1","lxcpath":"/var/lib/lxc","host":"h",
-"kernel":"k","arch":"x86_64","ckpt":"0.1.0","created":"2026-01-01T00:00:00Z",
-"include":{"rootfs":"full","images":true}}"#;
 
 /// A minimal bundle dir: manifest, container config, an empty rootfs and images dir.
 fn bundle(dir: &Path) {
@@ -499,47 +496,6 @@ fn usage_errors_exit_2() {
 }
 
 // ---- hostile and broken streams ----
-
-fn meta(path: &[u8], kind: Kind) -> Entry {
-    Entry {
-        path: path.to_vec(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: Mtime::default(),
-        xattrs: Vec::new(),
-    }
-}
-
-fn file(path: &[u8], data: &[u8]) -> (Entry, Vec<u8>) {
-    (
-        meta(
-            path,
-            Kind::File {
-                size: data.len() as u64,
-                sparse: None,
-            },
-        ),
-        data.to_vec(),
-    )
-}
-
-fn dir(path: &[u8]) -> (Entry, Vec<u8>) {
-    (meta(path, Kind::Dir), Vec::new())
-}
-
-/// A stream with a valid manifest and a valid trailer around `entries`, so only the defence under
-/// test can refuse it.
-fn forge(entries: &[(Entry, Vec<u8>)]) -> Vec<u8> {
-    let mut w = TarWriter::new(Vec::new());
-    let (m, data) = file(b"manifest.json", MANIFEST.as_bytes());
-    w.append(&m, &mut &data[..]).unwrap();
-    for (entry, data) in entries {
-        w.append(entry, &mut &data[..]).unwrap();
-    }
-    w.finish().unwrap().0
-}
 
 /// Unpacks `stream` into `t/out` and checks the refusal leaves no trace.
 fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {

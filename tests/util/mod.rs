@@ -157,6 +157,7 @@ impl TestCommand {
     }
 }
 
+pub mod forge;
 pub mod testbed;
 
 pub struct Run {

@@ -1,0 +1,61 @@
+//! Streams built by the tests themselves: a valid manifest and trailer around any entries, so
+//! only the defence under test can refuse them.
+#![allow(dead_code)]
+
+use std::io::Write;
+
+use ckpt_common::wire::{Entry, Kind, Mtime, TarWriter};
+
+/// A manifest every reader accepts.
+pub const MANIFEST: &str = r#"{"format":"ckpt","version":1,"name":"u1","lxcpath":"/var/lib/lxc","host":"h",
+"kernel":"k","arch":"x86_64","ckpt":"0.1.0","created":"2026-01-01T00:00:00Z",
+"include":{"rootfs":"full","images":true}}"#;
+
+/// A root-owned 0644 entry of `kind` at `path`.
+pub fn meta(path: &[u8], kind: Kind) -> Entry {
+    Entry {
+        path: path.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: Mtime::default(),
+        xattrs: Vec::new(),
+    }
+}
+
+/// A regular file entry with its data.
+pub fn file(path: &[u8], data: &[u8]) -> (Entry, Vec<u8>) {
+    (
+        meta(
+            path,
+            Kind::File {
+                size: data.len() as u64,
+                sparse: None,
+            },
+        ),
+        data.to_vec(),
+    )
+}
+
+/// A directory entry.
+pub fn dir(path: &[u8]) -> (Entry, Vec<u8>) {
+    (meta(path, Kind::Dir), Vec::new())
+}
+
+/// A valid stream: the manifest, then `entries` with their data, then the trailer.
+pub fn forge(entries: &[(Entry, Vec<u8>)]) -> Vec<u8> {
+    forge_into(Vec::new(), entries.iter().cloned())
+}
+
+/// The same, written into `out` (e.g. a zstd encoder) from an iterator, so that a large stream
+/// need not be held in memory.
+pub fn forge_into<W: Write>(out: W, entries: impl Iterator<Item = (Entry, Vec<u8>)>) -> W {
+    let mut w = TarWriter::new(out);
+    let (manifest, data) = file(b"manifest.json", MANIFEST.as_bytes());
+    w.append(&manifest, &mut &data[..]).unwrap();
+    for (entry, data) in entries {
+        w.append(&entry, &mut &data[..]).unwrap();
+    }
+    w.finish().unwrap().0
+}
