@@ -65,53 +65,27 @@ fn rich_rootfs(root: &Path) {
     std::os::unix::fs::FileExt::write_at(&sparse, b"middle", 32 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&sparse, b"end", (64 << 20) - 3).unwrap();
     drop(sparse);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p("fifo"),
-        rustix::fs::FileType::Fifo,
-        0o640.into(),
-        0,
-    )
-    .unwrap();
-    let null = rustix::fs::makedev(1, 3);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p("dev/null"),
-        rustix::fs::FileType::CharacterDevice,
-        0o666.into(),
-        null,
-    )
-    .unwrap();
-    let sda = rustix::fs::makedev(8, 1);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p("dev/sda1"),
-        rustix::fs::FileType::BlockDevice,
-        0o660.into(),
-        sda,
-    )
-    .unwrap();
+    use rustix::fs::FileType::{BlockDevice, CharacterDevice, Fifo};
+    mknod(&p("fifo"), Fifo, 0o640, 0);
+    mknod(
+        &p("dev/null"),
+        CharacterDevice,
+        0o666,
+        rustix::fs::makedev(1, 3),
+    );
+    mknod(
+        &p("dev/sda1"),
+        BlockDevice,
+        0o660,
+        rustix::fs::makedev(8, 1),
+    );
     let long = "l".repeat(200);
     fs::create_dir_all(p(&format!("{long}/{long}"))).unwrap();
     fs::write(p(&format!("{long}/{long}/{long}")), "deep").unwrap();
     let odd = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9-\xff"));
     fs::write(&odd, "latin1 name").unwrap();
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        p("etc/passwd"),
-        Some(uid(1234)),
-        Some(gid(5678)),
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        p("abs-link"),
-        Some(uid(42)),
-        Some(gid(43)),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    chown(&p("etc/passwd"), 1234, 5678);
+    chown(&p("abs-link"), 42, 43);
     // CAP_NET_BIND_SERVICE, permitted + effective, vfs_cap_data revision 2.
     let cap = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     fs::write(p("ping"), "ping").unwrap();
@@ -136,6 +110,23 @@ fn rich_rootfs(root: &Path) {
         set_mtime(&p(rel), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
     }
     set_mtime(root, 1_500_000_000, 999_999_999);
+}
+
+fn mknod(path: &Path, kind: rustix::fs::FileType, mode: u32, dev: u64) {
+    rustix::fs::mknodat(rustix::fs::CWD, path, kind, mode.into(), dev).unwrap();
+}
+
+/// Sets a numeric owner without following a symlink.
+fn chown(path: &Path, user: u32, group: u32) {
+    let nofollow = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(uid(user)),
+        Some(gid(group)),
+        nofollow,
+    )
+    .unwrap();
 }
 
 fn uid(n: u32) -> rustix::fs::Uid {

@@ -25,6 +25,22 @@ pub struct KeyFile {
     pub key: Option<PathBuf>,
 }
 
+/// `-o/--output FILE`, for every tool that writes a stream.
+#[derive(Debug, Args)]
+pub struct StreamOut {
+    /// Write the stream to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `-i/--input FILE`, for every tool that reads a stream.
+#[derive(Debug, Args)]
+pub struct StreamIn {
+    /// Read the stream from FILE instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}
+
 /// `-P/--lxcpath`, as lxc-checkpoint spells it.
 #[derive(Debug, Args)]
 pub struct LxcPath {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{KeyFile, LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamOut};
 use ckpt_common::dump::{self, DumpConfig};
 use ckpt_common::io::Compression;
 use clap::Parser;
@@ -51,9 +51,8 @@ struct Cli {
     /// the source copy on success, restore it here on failure or EOF.
     #[arg(long, value_name = "FILE")]
     ack: Option<PathBuf>,
-    /// Write the stream to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    output: StreamOut,
     #[command(flatten)]
     key: KeyFile,
     #[command(flatten)]
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
         stats: cli.stats,
         keep: cli.keep,
         ack: cli.ack,
-        output: cli.output,
+        output: cli.output.output,
         key: cli.key.key,
         quiet: cli.quiet.quiet,
     };

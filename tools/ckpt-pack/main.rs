@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{KeyFile, LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamOut};
 use ckpt_common::io::Compression;
 use ckpt_common::pack::{self, PackConfig, Source};
 use clap::Parser;
@@ -38,9 +38,8 @@ struct Cli {
     /// Compression of the whole stream: none, zstd or zstd:LEVEL.
     #[arg(long, value_name = "none|zstd[:LEVEL]", default_value = "none")]
     compress: Compression,
-    /// Write the stream to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    output: StreamOut,
     #[command(flatten)]
     key: KeyFile,
     #[command(flatten)]
@@ -62,7 +61,7 @@ fn main() -> ExitCode {
     let cfg = PackConfig {
         source,
         compression: cli.compress,
-        output: cli.output,
+        output: cli.output.output,
         key: cli.key.key,
         quiet: cli.quiet.quiet,
     };

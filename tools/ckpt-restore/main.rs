@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{KeyFile, LxcPath, Quiet};
+use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamIn};
 use ckpt_common::restore::{self, RestoreConfig};
 use clap::Parser;
 
@@ -25,9 +25,8 @@ struct Cli {
     /// Write timings, sizes and CRIU's restore statistics as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
-    /// Read the stream from FILE instead of stdin.
-    #[arg(short, long, value_name = "FILE")]
-    input: Option<PathBuf>,
+    #[command(flatten)]
+    input: StreamIn,
     #[command(flatten)]
     key: KeyFile,
     #[command(flatten)]
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
         lxcpath: cli.lxcpath.lxcpath,
         stats: cli.stats,
         check: cli.check,
-        input: cli.input,
+        input: cli.input.input,
         key: cli.key.key,
         quiet: cli.quiet.quiet,
     };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{KeyFile, Quiet};
+use ckpt_cli::{KeyFile, Quiet, StreamIn};
 use ckpt_common::unpack::{self, Action, UnpackConfig};
 use clap::{ArgGroup, Parser};
 
@@ -21,9 +21,8 @@ struct Cli {
     /// Read and check the whole stream; write nothing.
     #[arg(long)]
     verify: bool,
-    /// Read the stream from FILE instead of stdin.
-    #[arg(short, long, value_name = "FILE")]
-    input: Option<PathBuf>,
+    #[command(flatten)]
+    input: StreamIn,
     #[command(flatten)]
     key: KeyFile,
     #[command(flatten)]
@@ -38,7 +37,7 @@ fn main() -> ExitCode {
         (None, false) => Action::Verify,
     };
     let cfg = UnpackConfig {
-        input: cli.input,
+        input: cli.input.input,
         action,
         key: cli.key.key,
         quiet: cli.quiet.quiet,
