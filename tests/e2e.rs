@@ -50,6 +50,11 @@ fn assert_moved(
         "memory checksum changed across the migration"
     );
     assert_eq!(w.start_sum(), sum);
+    let churn = w.churn_after_next_round();
+    assert!(
+        churn.starts_with("ok "),
+        "the rootfs on {to} is not what the container wrote before the freeze: {churn}"
+    );
     tb.sh("client", &format!("ping -c 1 -W 3 {}", c.ip))
         .expect_code(0);
     tb.assert_only_on(to, c);

@@ -153,6 +153,10 @@ fn intact(tb: &Testbed, host: &str, c: &Container, count: u64, sum: &str) -> Res
     if now <= count {
         return Err(format!("counter {count} -> {now}"));
     }
+    let churn = w.churn_after_next_round();
+    if !churn.starts_with("ok ") {
+        return Err(format!("rootfs files lost or resurrected: {churn}"));
+    }
     Ok(())
 }
 

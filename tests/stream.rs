@@ -9,7 +9,7 @@ use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use ckpt_common::wire::{Kind, TarWriter};
-use util::forge::{dir, file, forge, meta, MANIFEST};
+use util::forge::{dir, file, forge, hostile_dir, meta, refused, refused_keep_outside, MANIFEST};
 use util::{require_root, Dir};
 
 /// A minimal bundle dir: manifest, container config, an empty rootfs and images dir.
@@ -488,35 +488,6 @@ fn usage_errors_exit_2() {
 
 // ---- hostile and broken streams ----
 
-/// Unpacks `stream` into `t/out` and checks the refusal leaves no trace.
-fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {
-    t.cmd("ckpt-unpack")
-        .args(["-C", "out"])
-        .stdin(stream)
-        .fails(1)
-        .one_line_error(needle);
-    assert!(!t.join("out").exists(), "a half bundle was left at out/");
-    let leftovers: Vec<_> = fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with(".ckpt-staging"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "staging dir left behind: {leftovers:?}"
-    );
-    assert!(
-        fs::read_dir(t.join("outside")).unwrap().next().is_none(),
-        "something was written outside"
-    );
-}
-
-fn hostile_dir(name: &str) -> Dir {
-    let t = Dir::new(name);
-    fs::create_dir(t.join("outside")).unwrap();
-    t
-}
-
 #[test]
 fn escaping_paths_are_refused() {
     let t = hostile_dir("paths");
@@ -607,22 +578,6 @@ fn hard_links_out_of_place_are_refused() {
         &t,
         forge(&[dir(b"rootfs"), hard(b"rootfs/h", b"rootfs/later")]),
         "not in the stream before",
-    );
-}
-
-/// Like [`refused`], for tests that keep a victim file in outside/.
-fn refused_keep_outside(t: &Dir, stream: Vec<u8>, needle: &str) {
-    t.cmd("ckpt-unpack")
-        .args(["-C", "out"])
-        .stdin(stream)
-        .fails(1)
-        .one_line_error(needle);
-    assert!(!t.join("out").exists(), "a half bundle was left at out/");
-    assert_eq!(fs::read_to_string(t.join("outside/x")).unwrap(), "victim");
-    assert_eq!(
-        fs::metadata(t.join("outside/x")).unwrap().nlink(),
-        1,
-        "outside file was linked"
     );
 }
 

@@ -1,5 +1,6 @@
-//! ckpt-dump: checkpoints a running container and streams it; if the stream cannot be delivered,
-//! or the receiver reports failure (--ack), it restores the container here, so it is never lost.
+//! ckpt-dump: streams a running container: its rootfs while it runs, then the freeze, the rootfs
+//! changes and the CRIU images. If the stream cannot be delivered, or the receiver reports failure
+//! (--ack), it restores the container here, so it is never lost.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use crate::auth::Key;
 use crate::checkpoint;
 use crate::guard::Guard;
 use crate::io::{open_output, Compression};
+use crate::live::RootfsCopy;
 use crate::lxc::Container;
-use crate::pack::{container_parts, summary, write_stream};
+use crate::pack::{close_stream, container_parts, open_stream, summary};
 use crate::progress::{note, Progress};
 use crate::rescue::{self, phase};
 use crate::stats::{mb_per_s, ms, write_json, DumpReport, RestoreResult};
@@ -27,6 +29,8 @@ pub struct DumpConfig {
     /// Keep the container running after the checkpoint (a snapshot) instead of stopping it.
     pub leave_running: bool,
     pub rootfs: bool,
+    /// Copy the rootfs while the container runs and send only its changes after the freeze.
+    pub precopy: bool,
     pub compression: Compression,
     /// Key file for an authenticated stream (else $CKPT_KEY, else none).
     pub key: Option<PathBuf>,
@@ -62,7 +66,8 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    // The guard finishes or undoes this migration if we are killed (spawned while single-threaded).
+    // The guard finishes or undoes this migration if we are killed (spawned while single-threaded,
+    // before compression starts its threads).
     let ack_copy = ack.as_ref().map(|a| a.get_ref().try_clone()).transpose()?;
     let keep_fds: Vec<_> = ack_copy.iter().map(crate::guard::raw).collect();
     let recover = rescue::recovery(
@@ -73,9 +78,45 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     );
     let guard = Guard::spawn(rescue::journal(&container, TOOL), &keep_fds, recover)?;
 
+    // While the container runs: the manifest, then (live) a first copy of the rootfs.
+    let t = Instant::now();
+    let progress = Progress::new(TOOL, None, cfg.quiet);
+    let (manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
+    let counter = crate::progress::ByteCount::default();
+    let live = parts.rootfs.as_deref().filter(|_| cfg.precopy);
+    let precopied = open_stream(
+        counter.wrap(out),
+        &manifest,
+        cfg.compression,
+        key,
+        &progress,
+    )
+    .and_then(|mut stream| {
+        let copy = live
+            .map(|rootfs| RootfsCopy::send(&mut stream, rootfs))
+            .transpose()?;
+        stream.flush()?;
+        Ok((stream, copy))
+    });
+    let (mut stream, copy) = match precopied {
+        Ok(precopied) => precopied,
+        Err(err) => {
+            progress.finish();
+            guard.done()?;
+            return Err(err.context(format!(
+                "the stream was not delivered; {} was not frozen and runs on here",
+                container.name
+            )));
+        }
+    };
+    report.phases_ms.precopy = ms(t.elapsed());
+    report.precopy_wire_bytes = counter.get();
+    let precopy_bytes = stream.bytes();
+
     let t = Instant::now();
     guard.phase(phase::DUMPING)?;
     if let Err(err) = checkpoint::dump(&container, work.path(), !cfg.leave_running) {
+        progress.finish();
         rescue::thaw(&container);
         guard.done()?;
         return Err(err);
@@ -98,22 +139,33 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
 
     // From here on, unless --leave-running, the container is stopped and only its images exist.
     let t = Instant::now();
-    let progress = Progress::new(TOOL, None, cfg.quiet);
-    let (manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
-    let counter = crate::progress::ByteCount::default();
-    let streamed = write_stream(
-        counter.wrap(out),
-        &manifest,
-        &parts,
-        cfg.compression,
-        key,
-        &progress,
-    );
+    let streamed = (|| {
+        let skip = [parts.skip[0].as_path()];
+        match &copy {
+            Some(copy) => {
+                let changes = copy.changes()?;
+                let frozen = changes.summary();
+                stream.mark_frozen(&frozen)?;
+                stream.add_tree("container", &parts.container, &skip)?;
+                changes.send(&mut stream, copy)?;
+                report.frozen = Some(frozen);
+            }
+            None => {
+                stream.add_tree("container", &parts.container, &skip)?;
+                if let Some(rootfs) = &parts.rootfs {
+                    stream.add_tree("rootfs", rootfs, &[])?;
+                }
+            }
+        }
+        stream.add_tree("images", work.path(), &[])?;
+        let frozen_bytes = stream.bytes() - precopy_bytes;
+        close_stream(stream).map(|trailer| (trailer, frozen_bytes))
+    })();
     progress.finish();
     report.phases_ms.stream = ms(t.elapsed());
     release_stdout();
-    let trailer = match streamed {
-        Ok(trailer) => trailer,
+    let (trailer, frozen_bytes) = match streamed {
+        Ok(streamed) => streamed,
         Err(err) => {
             return rollback(
                 cfg,
@@ -129,7 +181,9 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     }
     report.bytes = trailer.bytes;
     report.wire_bytes = counter.get();
-    report.throughput_mb_s = mb_per_s(trailer.bytes, t.elapsed());
+    report.frozen_bytes = frozen_bytes;
+    report.frozen_wire_bytes = report.wire_bytes - report.precopy_wire_bytes;
+    report.throughput_mb_s = mb_per_s(frozen_bytes, t.elapsed());
     note(
         cfg.quiet,
         TOOL,

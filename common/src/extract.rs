@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timest
 use rustix::io::Errno;
 
 use crate::error::bad_stream;
-use crate::format::{classify, EntryPath, ROOTS};
+use crate::format::{classify, is_whiteout, EntryPath, ROOTS};
 use crate::wire::{Entry, Kind};
 
 /// Write buffer for file data.
@@ -28,6 +28,8 @@ pub struct Extractor {
     /// Directories whose metadata is applied at the end, in stream order.
     dirs: Vec<(&'static str, Vec<u8>, Entry)>,
     as_root: bool,
+    /// After `frozen.json`: `rootfs/` entries replace what is there, whiteouts delete.
+    changes: bool,
     buf: Vec<u8>,
 }
 
@@ -45,8 +47,14 @@ impl Extractor {
             roots: Vec::new(),
             dirs: Vec::new(),
             as_root: rustix::process::geteuid().is_root(),
+            changes: false,
             buf: vec![0; BUF],
         })
+    }
+
+    /// The stream reached `frozen.json`: later `rootfs/` entries are changes to what came before.
+    pub fn begin_changes(&mut self) {
+        self.changes = true;
     }
 
     /// Writes one entry (and its data) under bundle root `root` at relative path `rel`.
@@ -69,13 +77,23 @@ impl Extractor {
         data: &mut dyn Read,
     ) -> anyhow::Result<()> {
         refuse_special_outside_rootfs(root, entry)?;
+        let replacing = self.changes && root == "rootfs";
         if rel.is_empty() {
-            return self.make_root(root, entry);
+            if !replacing {
+                return self.make_root(root, entry);
+            }
+            if entry.kind != Kind::Dir {
+                return Err(bad_stream("rootfs/ itself cannot be replaced or deleted"));
+            }
+            let base = self.base.try_clone()?;
+            return self.update_dir(base.as_fd(), OsStr::new(root), root, rel, entry);
         }
-        let root_fd = self.root(root)?;
         let (parent_rel, name) = split(rel);
-        let parent = open_in_root(root_fd.as_fd(), parent_rel)?;
+        let parent = open_in_root(self.root(root)?, parent_rel)?;
         let name = OsStr::from_bytes(name);
+        if replacing && self.replace(parent.as_fd(), name, root, rel, entry)? {
+            return Ok(());
+        }
         match &entry.kind {
             Kind::File { sparse, .. } => {
                 let fd = rustix::fs::openat(
@@ -119,7 +137,7 @@ impl Extractor {
                     }
                 };
                 let (target_parent, target_name) = split(&target_rel);
-                let target_dir = open_in_root(root_fd.as_fd(), target_parent)?;
+                let target_dir = open_in_root(self.root(root)?, target_parent)?;
                 rustix::fs::linkat(
                     &target_dir,
                     OsStr::from_bytes(target_name),
@@ -154,10 +172,48 @@ impl Extractor {
         Ok(())
     }
 
+    /// Makes way for a change to `name`: deletes it for a whiteout (true: nothing more to do),
+    /// updates a directory that stays a directory (true), or removes whatever is in the way of
+    /// the new entry (false: create it as usual).
+    fn replace(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        root: &'static str,
+        rel: &[u8],
+        entry: &Entry,
+    ) -> anyhow::Result<bool> {
+        let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Some(FileType::from_raw_mode(stat.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(anyhow!(std::io::Error::from(e))),
+        };
+        let whiteout = is_whiteout(&entry.kind);
+        match existing {
+            None if whiteout => Err(bad_stream(
+                "whiteout for a path that is not in the stream before it",
+            )),
+            None => Ok(false),
+            Some(FileType::Directory) if entry.kind == Kind::Dir => {
+                self.update_dir(parent, name, root, rel, entry)?;
+                Ok(true)
+            }
+            Some(ty) => {
+                remove_at(parent, name, ty)?;
+                Ok(whiteout)
+            }
+        }
+    }
+
     /// Applies directory metadata, deepest entries first, and returns once everything is in place.
+    /// A directory sent again after the freeze gets its last metadata; one deleted then is skipped.
     pub fn finish(mut self) -> anyhow::Result<()> {
         let dirs = std::mem::take(&mut self.dirs);
+        let mut done = std::collections::HashSet::new();
         for (root, rel, entry) in dirs.iter().rev() {
+            if self.changes && !done.insert((*root, rel.as_slice())) {
+                continue;
+            }
             let root_fd = self.root(root)?;
             let dir = if rel.is_empty() {
                 rustix::fs::openat(
@@ -167,13 +223,18 @@ impl Extractor {
                     Mode::empty(),
                 )?
             } else {
-                rustix::fs::openat2(
+                match rustix::fs::openat2(
                     root_fd,
                     OsStr::from_bytes(rel),
                     OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                     ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
-                )?
+                ) {
+                    Ok(dir) => dir,
+                    // Deleted or replaced by a non-directory after the freeze.
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) if self.changes => continue,
+                    Err(e) => return Err(e.into()),
+                }
             };
             self.apply_fd(dir.as_fd(), entry).with_context(|| {
                 format!(
@@ -213,24 +274,50 @@ impl Extractor {
         rel: &[u8],
         entry: &Entry,
     ) -> anyhow::Result<()> {
-        let mut xattrs = self.xattrs(entry).peekable();
-        if xattrs.peek().is_some() {
-            let dir = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            for (key, value) in xattrs {
-                rustix::fs::fsetxattr(&dir, OsStr::from_bytes(key), value, XattrFlags::empty())
-                    .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+        if !entry.xattrs.is_empty() {
+            let dir = open_dir_at(parent, name)?;
+            self.set_xattrs(dir.as_fd(), entry)?;
+        }
+        self.push_dir(root, rel, entry);
+        Ok(())
+    }
+
+    /// The same for a directory that is already there: its xattrs become exactly the entry's.
+    fn update_dir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        root: &'static str,
+        rel: &[u8],
+        entry: &Entry,
+    ) -> anyhow::Result<()> {
+        let dir = open_dir_at(parent, name)?;
+        let mut names = vec![0u8; 64 << 10];
+        let len = rustix::fs::flistxattr(&dir, &mut names).context("listing xattrs")?;
+        for key in names[..len].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+            if self.as_root || key.starts_with(b"user.") {
+                rustix::fs::fremovexattr(&dir, OsStr::from_bytes(key))
+                    .with_context(|| format!("removing xattr {}", String::from_utf8_lossy(key)))?;
             }
         }
+        self.set_xattrs(dir.as_fd(), entry)?;
+        self.push_dir(root, rel, entry);
+        Ok(())
+    }
+
+    fn push_dir(&mut self, root: &'static str, rel: &[u8], entry: &Entry) {
         let deferred = Entry {
             xattrs: Vec::new(),
             ..entry.clone()
         };
         self.dirs.push((root, rel.to_vec(), deferred));
+    }
+
+    fn set_xattrs(&self, fd: BorrowedFd<'_>, entry: &Entry) -> anyhow::Result<()> {
+        for (key, value) in self.xattrs(entry) {
+            rustix::fs::fsetxattr(fd, OsStr::from_bytes(key), value, XattrFlags::empty())
+                .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
+        }
         Ok(())
     }
 
@@ -254,10 +341,7 @@ impl Extractor {
                 .context("setting owner")?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)).context("setting mode")?;
-        for (key, value) in self.xattrs(entry) {
-            rustix::fs::fsetxattr(fd, OsStr::from_bytes(key), value, XattrFlags::empty())
-                .with_context(|| format!("setting xattr {}", String::from_utf8_lossy(key)))?;
-        }
+        self.set_xattrs(fd, entry)?;
         rustix::fs::futimens(fd, &times(entry)).context("setting mtime")?;
         Ok(())
     }
@@ -378,6 +462,30 @@ fn open_in_root(root: BorrowedFd<'_>, rel: &[u8]) -> anyhow::Result<OwnedFd> {
         )),
         e => anyhow!(std::io::Error::from(e)).context("resolving the parent directory"),
     })
+}
+
+/// Opens the directory `name` in `parent`, not following a symlink.
+fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> anyhow::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Deletes `name` in `parent` (of type `ty`), a whole tree if it is a directory. The tree goes
+/// through std's remove_dir_all, which never follows a symlink inside it; `/proc/self/fd/N` names
+/// the already-resolved parent, and the final component is not followed either.
+fn remove_at(parent: BorrowedFd<'_>, name: &OsStr, ty: FileType) -> anyhow::Result<()> {
+    if ty == FileType::Directory {
+        let path = Path::new("/proc/self/fd")
+            .join(parent.as_raw_fd_string())
+            .join(name);
+        std::fs::remove_dir_all(&path).context("removing a replaced directory")
+    } else {
+        rustix::fs::unlinkat(parent, name, AtFlags::empty()).context("removing a replaced entry")
+    }
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`).

@@ -13,6 +13,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_PATH: &str = "manifest.json";
 /// Last entry of every stream.
 pub const TRAILER_PATH: &str = "trailer.json";
+/// In a live stream, marks the freeze: `rootfs/` entries before it were copied from the running
+/// container; those after it are its changes since, which replace or delete (see [`is_whiteout`]).
+pub const FROZEN_PATH: &str = "frozen.json";
 /// The three directory roots of a bundle, in stream order.
 pub const ROOTS: [&str; 3] = ["container", "rootfs", "images"];
 /// Largest manifest or trailer accepted (they are small JSON documents).
@@ -58,6 +61,22 @@ pub struct Include {
 pub enum RootfsMode {
     Full,
     None,
+}
+
+/// The `frozen.json` entry: what the sender found changed in the rootfs once the container was
+/// frozen (informative: the receiver trusts only the entries themselves).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Frozen {
+    /// Rootfs entries sent again after the freeze (new or changed since they were copied).
+    pub changed: u64,
+    /// Rootfs paths deleted since they were copied (sent as whiteouts).
+    pub deleted: u64,
+}
+
+/// After `frozen.json`, a character device 0:0 under `rootfs/` deletes that path: the overlayfs
+/// whiteout, so GNU tar and overlay-aware tools show it for what it is.
+pub fn is_whiteout(kind: &crate::wire::Kind) -> bool {
+    matches!(kind, crate::wire::Kind::Char { major: 0, minor: 0 })
 }
 
 /// The last entry: proves the stream is complete and unaltered.
@@ -120,6 +139,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 pub enum EntryPath {
     Manifest,
     Trailer,
+    Frozen,
     /// `root` is one of [`ROOTS`]; `rel` is empty for the root directory itself.
     Tree {
         root: &'static str,
@@ -136,6 +156,9 @@ pub fn classify(path: &[u8]) -> anyhow::Result<EntryPath> {
     }
     if path == TRAILER_PATH.as_bytes() {
         return Ok(EntryPath::Trailer);
+    }
+    if path == FROZEN_PATH.as_bytes() {
+        return Ok(EntryPath::Frozen);
     }
     if path.is_empty() || path.starts_with(b"/") || path.contains(&0) {
         return Err(bad_stream(format!(
@@ -175,6 +198,7 @@ mod tests {
     fn classify_accepts_bundle_paths() {
         assert_eq!(classify(b"manifest.json").unwrap(), EntryPath::Manifest);
         assert_eq!(classify(b"trailer.json").unwrap(), EntryPath::Trailer);
+        assert_eq!(classify(b"frozen.json").unwrap(), EntryPath::Frozen);
         assert_eq!(classify(b"rootfs/").unwrap(), tree("rootfs", ""));
         assert_eq!(classify(b"rootfs").unwrap(), tree("rootfs", ""));
         assert_eq!(

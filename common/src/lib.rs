@@ -15,6 +15,7 @@ pub mod fsmeta;
 pub mod guard;
 pub mod host;
 pub mod io;
+pub mod live;
 pub mod lxc;
 pub mod pack;
 pub mod progress;

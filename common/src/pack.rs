@@ -58,6 +58,14 @@ pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
             rootfs,
         } => {
             let container = Container::locate(name, lxcpath.as_deref())?;
+            if let Some(images) = images {
+                if !images.join("inventory.img").is_file() {
+                    anyhow::bail!(
+                        "{} holds no CRIU images (no inventory.img): give the -D dir of lxc-checkpoint",
+                        images.display()
+                    );
+                }
+            }
             container_parts(&container, images.as_deref(), *rootfs)?
         }
     };
@@ -70,7 +78,8 @@ pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The parts and manifest of a container, with or without its rootfs and images.
+/// The parts and manifest of a container, with or without its rootfs and images (`images` is
+/// where they are, or will be once CRIU has dumped).
 pub fn container_parts(
     container: &Container,
     images: Option<&Path>,
@@ -79,14 +88,6 @@ pub fn container_parts(
     container.ensure_exists()?;
     let dir = container.dir();
     let rootfs_path = container.rootfs_path()?;
-    if let Some(images) = images {
-        if !images.join("inventory.img").is_file() {
-            anyhow::bail!(
-                "{} holds no CRIU images (no inventory.img): give the -D dir of lxc-checkpoint",
-                images.display()
-            );
-        }
-    }
     let include = Include {
         rootfs: if rootfs {
             RootfsMode::Full
@@ -119,9 +120,7 @@ pub fn write_stream<W: Write>(
     key: Option<Key>,
     progress: &Progress,
 ) -> anyhow::Result<Trailer> {
-    let sink = Sink::new(out, compression)?;
-    let counted = Counted::writer(sink, progress);
-    let mut stream = StreamWriter::new(counted, manifest, key)?;
+    let mut stream = open_stream(out, manifest, compression, key, progress)?;
     let skip: Vec<&Path> = parts.skip.iter().map(PathBuf::as_path).collect();
     stream.add_tree("container", &parts.container, &skip)?;
     if let Some(rootfs) = &parts.rootfs {
@@ -130,6 +129,26 @@ pub fn write_stream<W: Write>(
     if let Some(images) = &parts.images {
         stream.add_tree("images", images, &[])?;
     }
+    close_stream(stream)
+}
+
+/// An outgoing stream: entries, counted for the progress bar, compressed, written to `W`.
+pub type Outgoing<W> = StreamWriter<Counted<Sink<W>>>;
+
+/// Starts a stream on `out` (its manifest is written).
+pub fn open_stream<W: Write>(
+    out: W,
+    manifest: &Manifest,
+    compression: Compression,
+    key: Option<Key>,
+    progress: &Progress,
+) -> anyhow::Result<Outgoing<W>> {
+    let sink = Sink::new(out, compression)?;
+    StreamWriter::new(Counted::writer(sink, progress), manifest, key)
+}
+
+/// Seals a stream and finishes every layer, so a success means every byte reached the output.
+pub fn close_stream<W: Write>(stream: Outgoing<W>) -> anyhow::Result<Trailer> {
     let (counted, trailer) = stream.finish()?;
     counted
         .into_inner()

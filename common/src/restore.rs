@@ -21,7 +21,7 @@ use crate::lxc::{default_lxcpath, Config, Container};
 use crate::progress::{note, Progress};
 use crate::staging::StagingDir;
 use crate::stats::{mb_per_s, ms, write_json, RestoreReport, RestoreResult, RestoreTimings};
-use crate::stream::{Item, StreamReader};
+use crate::stream::StreamReader;
 use crate::unpack::unpack_into;
 
 const TOOL: &str = "ckpt-restore";
@@ -149,11 +149,7 @@ fn restore(
     refuse_clash(&container)?;
 
     if cfg.check {
-        let trailer = loop {
-            if let Item::End(trailer) = reader.next_item()? {
-                break trailer;
-            }
-        };
+        let trailer = crate::unpack::verify(&mut reader)?;
         progress.finish();
         result.state = "CHECKED".into();
         note(

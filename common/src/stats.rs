@@ -42,7 +42,15 @@ pub struct DumpReport {
     pub bytes: u64,
     /// Bytes written to the output, after compression.
     pub wire_bytes: u64,
+    /// Of `wire_bytes`, those written before the freeze (the rootfs copied while it ran).
+    pub precopy_wire_bytes: u64,
+    /// Uncompressed and written bytes after the freeze: what the downtime waits for.
+    pub frozen_bytes: u64,
+    pub frozen_wire_bytes: u64,
+    /// After-freeze throughput (uncompressed MB/s).
     pub throughput_mb_s: f64,
+    /// The rootfs changes sent after the freeze (live streams).
+    pub frozen: Option<crate::format::Frozen>,
     pub compression: String,
     pub criu_dump: Option<DumpStats>,
     /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
@@ -54,6 +62,8 @@ pub struct DumpReport {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DumpPhases {
+    /// Manifest and the rootfs copied while the container ran (not part of the downtime).
+    pub precopy: u64,
     pub checkpoint: u64,
     pub stream: u64,
     pub ack_wait: u64,

@@ -10,7 +10,9 @@ use walkdir::WalkDir;
 
 use crate::auth::Key;
 use crate::error::bad_stream;
-use crate::format::{classify, EntryPath, Manifest, Trailer, MANIFEST_PATH, MAX_JSON_SIZE};
+use crate::format::{
+    classify, EntryPath, Frozen, Manifest, Trailer, FROZEN_PATH, MANIFEST_PATH, MAX_JSON_SIZE,
+};
 use crate::fsmeta::{self, LinkTracker};
 use crate::io::decompress;
 use crate::wire::{Entry, Kind, Mtime, Next, TarReader, TarWriter};
@@ -25,14 +27,33 @@ pub struct StreamWriter<W: Write> {
 impl<W: Write> StreamWriter<W> {
     /// Starts a stream; with a `key`, its trailer carries a MAC.
     pub fn new(out: W, manifest: &Manifest, key: Option<Key>) -> anyhow::Result<StreamWriter<W>> {
-        let mut json = serde_json::to_vec_pretty(manifest)?;
+        let mut stream = StreamWriter {
+            tar: TarWriter::new(out),
+            links: LinkTracker::default(),
+            key,
+        };
+        stream
+            .append_json(MANIFEST_PATH, manifest)
+            .context("writing the manifest")?;
+        Ok(stream)
+    }
+
+    /// Marks the freeze in a live stream: later `rootfs/` entries replace or delete earlier ones.
+    pub fn mark_frozen(&mut self, frozen: &Frozen) -> anyhow::Result<()> {
+        // Hard links after the freeze point only to entries sent after it.
+        self.links = LinkTracker::default();
+        self.append_json(FROZEN_PATH, frozen)
+            .context("writing frozen.json")
+    }
+
+    fn append_json<T: serde::Serialize>(&mut self, path: &str, value: &T) -> anyhow::Result<()> {
+        let mut json = serde_json::to_vec_pretty(value)?;
         json.push(b'\n');
-        let mut tar = TarWriter::new(out);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let entry = Entry {
-            path: MANIFEST_PATH.as_bytes().to_vec(),
+            path: path.as_bytes().to_vec(),
             kind: Kind::File {
                 size: json.len() as u64,
                 sparse: None,
@@ -46,24 +67,15 @@ impl<W: Write> StreamWriter<W> {
             },
             xattrs: Vec::new(),
         };
-        tar.append(&entry, &mut &json[..])
-            .context("writing the manifest")?;
-        Ok(StreamWriter {
-            tar,
-            links: LinkTracker::default(),
-            key,
-        })
+        self.tar.append(&entry, &mut &json[..])?;
+        Ok(())
     }
 
     /// Streams the directory `dir` as bundle root `root` (`container`, `rootfs` or `images`),
     /// parents before children, in name order, without crossing into other filesystems. Paths
     /// in `skip` (and everything under them) are left out.
     pub fn add_tree(&mut self, root: &str, dir: &Path, skip: &[&Path]) -> anyhow::Result<()> {
-        let walk = WalkDir::new(dir)
-            .sort_by_file_name()
-            .same_file_system(true)
-            .follow_links(false);
-        let mut it = walk.into_iter();
+        let mut it = tree_walk(dir).into_iter();
         while let Some(item) = it.next() {
             let item = item.with_context(|| format!("walking {}", dir.display()))?;
             let path = item.path();
@@ -73,31 +85,68 @@ impl<W: Write> StreamWriter<W> {
                 }
                 continue;
             }
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(path)
-                .as_os_str()
-                .as_bytes();
-            let mut bundle_path = root.as_bytes().to_vec();
-            if !rel.is_empty() {
-                bundle_path.push(b'/');
-                bundle_path.extend_from_slice(rel);
-            }
             // A unix socket file is an address, not data: like tar, leave it out (CRIU binds the
             // sockets it restores again, which creates their files).
             if item.file_type().is_socket() {
                 continue;
             }
-            let entry = fsmeta::describe(path, bundle_path, &mut self.links)?;
-            let mut data: Box<dyn Read> = match entry.kind {
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(path)
+                .as_os_str()
+                .as_bytes();
+            self.add_path(path, bundle_path(root, rel))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`StreamWriter::add_path`] for a file that may change meanwhile: returns false if it
+    /// vanished before its header was written, and pads its data with zeros if it shrinks.
+    pub fn add_live_path(&mut self, path: &Path, bundle_path: Vec<u8>) -> anyhow::Result<bool> {
+        let opened = fsmeta::describe(path, bundle_path, &mut self.links).and_then(|entry| {
+            let data: Box<dyn Read> = match entry.kind {
                 Kind::File { .. } => fsmeta::open_data(path, &entry)?,
                 _ => Box::new(std::io::empty()),
             };
-            self.tar
-                .append(&entry, &mut data)
-                .with_context(|| format!("streaming {}", path.display()))?;
-        }
+            Ok((entry, data))
+        });
+        let (entry, data) = match opened {
+            Ok(opened) => opened,
+            Err(e) if vanished(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.tar
+            .append(&entry, &mut data.chain(std::io::repeat(0)))
+            .with_context(|| format!("streaming {}", path.display()))?;
+        Ok(true)
+    }
+
+    /// Streams one file, directory, link or node found at `path` as entry `bundle_path`.
+    pub fn add_path(&mut self, path: &Path, bundle_path: Vec<u8>) -> anyhow::Result<()> {
+        let entry = fsmeta::describe(path, bundle_path, &mut self.links)?;
+        self.append(path, &entry)
+    }
+
+    /// Streams `entry` with the data of the file at `path` (none unless it is a regular file).
+    pub fn append(&mut self, path: &Path, entry: &Entry) -> anyhow::Result<()> {
+        let mut data: Box<dyn Read> = match entry.kind {
+            Kind::File { .. } => fsmeta::open_data(path, entry)?,
+            _ => Box::new(std::io::empty()),
+        };
+        self.tar
+            .append(entry, &mut data)
+            .with_context(|| format!("streaming {}", path.display()))?;
         Ok(())
+    }
+
+    /// Sum of the data areas written so far.
+    pub fn bytes(&self) -> u64 {
+        self.tar.bytes()
+    }
+
+    /// Pushes what was written so far out to the receiver.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.tar.flush().context("writing the stream")
     }
 
     /// Seals the stream with its trailer and flushes it.
@@ -115,6 +164,8 @@ pub enum Item {
         rel: Vec<u8>,
         entry: Entry,
     },
+    /// `frozen.json`: the `rootfs/` entries that follow are changes made while it was copied.
+    Frozen(Frozen),
     /// The verified trailer; the input was read to its end.
     End(Trailer),
 }
@@ -125,6 +176,8 @@ pub struct StreamReader {
     pub manifest: Manifest,
     /// The manifest exactly as it came, for writing into a bundle.
     pub manifest_json: Vec<u8>,
+    /// Whether `frozen.json` was read.
+    frozen: bool,
 }
 
 impl StreamReader {
@@ -139,18 +192,13 @@ impl StreamReader {
                 ))
             }
         };
-        if !matches!(entry.kind, Kind::File { sparse: None, .. })
-            || entry.data_size() > MAX_JSON_SIZE
-        {
-            return Err(bad_stream("manifest.json entry is malformed"));
-        }
-        let mut json = Vec::new();
-        tar.data().read_to_end(&mut json)?;
+        let json = read_json(&mut tar, &entry)?;
         let manifest = Manifest::from_json(&json)?;
         Ok(StreamReader {
             tar,
             manifest,
             manifest_json: json,
+            frozen: false,
         })
     }
 
@@ -161,6 +209,14 @@ impl StreamReader {
                 EntryPath::Tree { root, rel } => Ok(Item::Entry { root, rel, entry }),
                 EntryPath::Manifest => Err(bad_stream("manifest.json appears twice")),
                 EntryPath::Trailer => Err(bad_stream("trailer.json is not the last entry")),
+                EntryPath::Frozen if self.frozen => Err(bad_stream("frozen.json appears twice")),
+                EntryPath::Frozen => {
+                    self.frozen = true;
+                    let json = read_json(&mut self.tar, &entry)?;
+                    let frozen = serde_json::from_slice(&json)
+                        .map_err(|e| bad_stream(format!("frozen.json is not valid: {e}")))?;
+                    Ok(Item::Frozen(frozen))
+                }
             },
         }
     }
@@ -174,4 +230,44 @@ impl StreamReader {
     pub fn finish_entry(&mut self) -> anyhow::Result<Option<blake3::Hash>> {
         self.tar.finish_entry()
     }
+}
+
+/// The walk every tree is streamed in: parents before children, in name order, not following
+/// symlinks nor crossing into other filesystems.
+pub fn tree_walk(dir: &Path) -> WalkDir {
+    WalkDir::new(dir)
+        .sort_by_file_name()
+        .same_file_system(true)
+        .follow_links(false)
+}
+
+/// `root/rel` (or `root` for the root itself).
+pub fn bundle_path(root: &str, rel: &[u8]) -> Vec<u8> {
+    let mut path = root.as_bytes().to_vec();
+    if !rel.is_empty() {
+        path.push(b'/');
+        path.extend_from_slice(rel);
+    }
+    path
+}
+
+/// Whether an error says a file is no longer there.
+fn vanished(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    })
+}
+
+/// The data of a small JSON entry (the manifest, frozen.json), refusing anything else.
+fn read_json(tar: &mut TarReader<Box<dyn Read + Send>>, entry: &Entry) -> anyhow::Result<Vec<u8>> {
+    if !matches!(entry.kind, Kind::File { sparse: None, .. }) || entry.data_size() > MAX_JSON_SIZE {
+        return Err(bad_stream(format!(
+            "{} entry is malformed",
+            String::from_utf8_lossy(&entry.path)
+        )));
+    }
+    let mut json = Vec::new();
+    tar.data().read_to_end(&mut json)?;
+    Ok(json)
 }

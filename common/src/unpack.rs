@@ -73,6 +73,7 @@ pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trai
             Item::Entry { root, rel, entry } => {
                 extractor.extract(root, &rel, &entry, &mut reader.data())?
             }
+            Item::Frozen(_) => extractor.begin_changes(),
             Item::End(trailer) => {
                 extractor.finish()?;
                 return Ok(trailer);
@@ -81,7 +82,8 @@ pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trai
     }
 }
 
-fn verify(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
+/// Reads the rest of the stream, checking everything, writing nothing.
+pub fn verify(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
     loop {
         if let Item::End(trailer) = reader.next_item()? {
             return Ok(trailer);
@@ -102,6 +104,11 @@ fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
                     .unwrap_or_default();
                 writeln!(out, "{}", entry_line(&entry, &hash[..16]))?;
             }
+            Item::Frozen(frozen) => writeln!(
+                out,
+                "# frozen: the rootfs changes since it was copied follow ({} changed, {} deleted)",
+                frozen.changed, frozen.deleted
+            )?,
             Item::End(trailer) => {
                 writeln!(
                     out,

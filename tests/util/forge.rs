@@ -2,9 +2,13 @@
 //! only the defence under test can refuse them.
 #![allow(dead_code)]
 
+use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 
 use ckpt_common::wire::{Entry, Kind, Mtime, TarWriter};
+
+use super::Dir;
 
 /// A manifest every reader accepts.
 pub const MANIFEST: &str = r#"{"format":"ckpt","version":1,"name":"u1","lxcpath":"/var/lib/lxc","host":"h",
@@ -58,4 +62,66 @@ pub fn forge_into<W: Write>(out: W, entries: impl Iterator<Item = (Entry, Vec<u8
         w.append(&entry, &mut &data[..]).unwrap();
     }
     w.finish().unwrap().0
+}
+
+/// A symlink entry.
+pub fn symlink(path: &[u8], target: &[u8]) -> (Entry, Vec<u8>) {
+    (meta(path, Kind::Symlink(target.to_vec())), Vec::new())
+}
+
+/// `frozen.json`: the rootfs entries after it are changes.
+pub fn frozen() -> (Entry, Vec<u8>) {
+    file(b"frozen.json", br#"{"changed":0,"deleted":0}"#)
+}
+
+/// A whiteout (character device 0:0): after `frozen.json`, deletes `path`.
+pub fn whiteout(path: &[u8]) -> (Entry, Vec<u8>) {
+    (meta(path, Kind::Char { major: 0, minor: 0 }), Vec::new())
+}
+
+// ---- hostile streams ----
+
+/// Unpacks `stream` into `t/out` and checks the refusal leaves no trace.
+pub fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream)
+        .fails(1)
+        .one_line_error(needle);
+    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    let leftovers: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".ckpt-staging"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging dir left behind: {leftovers:?}"
+    );
+    assert!(
+        fs::read_dir(t.join("outside")).unwrap().next().is_none(),
+        "something was written outside"
+    );
+}
+
+pub fn hostile_dir(name: &str) -> Dir {
+    let t = Dir::new(name);
+    fs::create_dir(t.join("outside")).unwrap();
+    t
+}
+
+/// Like [`refused`], for tests that keep a victim file in outside/.
+pub fn refused_keep_outside(t: &Dir, stream: Vec<u8>, needle: &str) {
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream)
+        .fails(1)
+        .one_line_error(needle);
+    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    assert_eq!(fs::read_to_string(t.join("outside/x")).unwrap(), "victim");
+    assert_eq!(
+        fs::metadata(t.join("outside/x")).unwrap().nlink(),
+        1,
+        "outside file was linked"
+    );
 }

@@ -233,6 +233,27 @@ impl Workload {
         self.sum().1
     }
 
+    /// ckpt-churn's (round, status line).
+    pub fn churn(&self) -> (u64, String) {
+        let status = self.read("churn.status");
+        let round = status
+            .split([' ', ':'])
+            .nth(1)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        (round, status)
+    }
+
+    /// Waits for the next ckpt-churn round and returns its status (`ok N` unless a round ever
+    /// found the files it wrote lost, changed or resurrected).
+    pub fn churn_after_next_round(&self) -> String {
+        let round = self.churn().0;
+        self.wait_for(&format!("a churn round after {round}"), || {
+            self.churn().0 > round
+        });
+        self.churn().1
+    }
+
     fn wait_for(&self, what: &str, ok: impl Fn() -> bool) {
         let start = Instant::now();
         while !ok() {

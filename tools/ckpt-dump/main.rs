@@ -38,6 +38,10 @@ struct Cli {
     /// Leave the rootfs out of the stream (the destination already has it).
     #[arg(long)]
     no_rootfs: bool,
+    /// Stop-and-copy: send the whole rootfs after the freeze, instead of copying it while the
+    /// container runs and sending only its changes after the freeze.
+    #[arg(long)]
+    no_precopy: bool,
     /// Compression of the whole stream: none, zstd or zstd:LEVEL.
     #[arg(long, value_name = "none|zstd[:LEVEL]", default_value = "zstd:1")]
     compress: Compression,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         lxcpath: cli.lxcpath.lxcpath,
         leave_running: cli.leave_running,
         rootfs: !cli.no_rootfs,
+        precopy: !cli.no_precopy,
         compression: cli.compress,
         stats: cli.stats,
         keep: cli.keep,

@@ -74,6 +74,16 @@ impl<W: Write> TarWriter<W> {
         Ok(hash)
     }
 
+    /// Sum of the data areas written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Pushes everything written so far through every layer below (compression included).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     /// Writes the trailer and the end-of-archive blocks, flushes, and hands back the output.
     pub fn finish(self) -> anyhow::Result<(W, Trailer)> {
         self.finish_with(None)
