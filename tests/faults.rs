@@ -13,9 +13,11 @@ const NAME: &str = "ft";
 /// Stalls the stream after 20 MB for 3 s: long enough to hit "mid-stream".
 const STALL: &str = "| { head -c 20000000; sleep 3; cat; }";
 /// Waits (on host1) until ckpt-dump's guard journal reads $1; `kill9 COMM PATTERN` kills this
-/// test's processes only (other test beds may run CRIU at the same time).
+/// test's processes only (other test beds may run CRIU at the same time); `has COMM PATTERN` says
+/// whether one runs (unlike a bare pgrep -f, it does not find the shell whose script names it).
 const WAIT_DUMP: &str = "wait_phase() { until grep -qx \"$1\" $L1/.ckpt-dump-ft.journal 2>/dev/null; do sleep 0.01; done; }; \
-    kill9() { for p in $(pgrep -f \"$2\"); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = \"$1\" ] && kill -9 $p; done; true; }; ";
+    kill9() { for p in $(pgrep -f \"$2\"); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = \"$1\" ] && kill -9 $p; done; true; }; \
+    has() { for p in $(pgrep -f \"$2\"); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = \"$1\" ] && return 0; done; return 1; }; ";
 /// Waits (on host1, looking at host2's lxcpath) until ckpt-restore's journal reads $1.
 const WAIT_RESTORE: &str =
     "wait_restore() { until grep -qx \"$1\" $L2/.ckpt-restore-ft.journal 2>/dev/null; do sleep 0.01; done; }; ";
@@ -48,8 +50,13 @@ fn faults() -> Vec<Fault> {
             expect: "host1",
         },
         Fault {
+            name: "kill -9 ckpt-dump copying the rootfs (before the freeze)",
+            script: bg(pipe("| { head -c 100000; sleep 3; cat; }", ""), "wait_phase start; sleep 1; kill9 ckpt-dump 'ckpt-dump -q -P /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
             name: "kill -9 criu during the dump",
-            script: bg(pipe("", ""), "until pgrep -f 'criu dump.*ckpt-ft-' >/dev/null; do sleep 0.005; done; sleep 0.05; kill9 criu 'criu dump.*ckpt-ft-'"),
+            script: bg(pipe("", ""), "until has criu 'criu dump.*ckpt-ft-'; do sleep 0.005; done; sleep 0.05; kill9 criu 'criu dump.*ckpt-ft-'"),
             expect: "host1",
         },
         Fault {
@@ -81,7 +88,7 @@ fn faults() -> Vec<Fault> {
             // Killed before CRIU's point of no return, the restore fails and the source takes the
             // container back; killed after it, the restore completes. Either way: one copy.
             name: "kill -9 criu during the restore",
-            script: bg(acked(""), "wait_restore restoring; until pgrep -f 'criu restore.*e2eflt' >/dev/null; do sleep 0.01; done; kill9 criu 'criu restore.*e2eflt'"),
+            script: bg(acked(""), "wait_restore restoring; until has criu 'criu restore.*e2eflt'; do sleep 0.01; done; kill9 criu 'criu restore.*e2eflt'"),
             expect: "either",
         },
     ]
@@ -177,6 +184,7 @@ fn every_fault_leaves_exactly_one_running_copy() {
         inject();
         let outcome =
             settled(&tb, expect).and_then(|on| intact(&tb, &on, &c, count, &sum).map(|()| on));
+        println!("{name}: {outcome:?}");
         rows.push((name.to_string(), expect.to_string(), outcome));
         home(&tb);
         let _ = settled(&tb, "host1");

@@ -114,6 +114,9 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     let precopy_bytes = stream.bytes();
 
     let t = Instant::now();
+    report.freeze_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     guard.phase(phase::DUMPING)?;
     if let Err(err) = checkpoint::dump(&container, work.path(), !cfg.leave_running) {
         progress.finish();

@@ -37,6 +37,8 @@ pub struct RestoreTimings {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DumpReport {
     pub name: String,
+    /// Wall-clock time (Unix ms) lxc-checkpoint was started: the downtime starts here.
+    pub freeze_unix_ms: u64,
     pub phases_ms: DumpPhases,
     /// Uncompressed stream bytes (data areas).
     pub bytes: u64,
