@@ -229,6 +229,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     guard.done()?;
     report.phases_ms.total = ms(start.elapsed());
     if let Some(path) = &cfg.stats {
+        report.peak_rss_kib = crate::stats::peak_rss_kib();
         write_json(path, &report)?;
     }
     work.finish()?;

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod compat;
 pub mod criu;
+pub mod decoder;
 pub mod dump;
 pub mod error;
 pub mod extract;

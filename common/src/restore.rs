@@ -86,6 +86,7 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
             bytes,
             throughput_mb_s: mb_per_s(bytes, unpack),
             criu_restore,
+            peak_rss_kib: crate::stats::peak_rss_kib(),
         };
         write_json(path, &report)?;
     }
@@ -173,6 +174,7 @@ fn restore(
     let staging = StagingDir::new_in(lxcpath)?;
     let recover = recovery(container.clone(), staging.path().to_path_buf());
     let guard = Guard::spawn(crate::rescue::journal(&container, TOOL), &[], recover)?;
+    reader.decode_in_background();
     guard.phase(UNPACKING)?;
     let trailer = unpack_into(&mut reader, staging.path())?;
     progress.finish();

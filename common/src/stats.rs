@@ -60,6 +60,8 @@ pub struct DumpReport {
     pub downtime_ms: Option<u64>,
     pub restore: Option<RestoreResult>,
     pub outcome: String,
+    /// This process's peak resident memory (VmHWM), CRIU and other children not included.
+    pub peak_rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,6 +81,15 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub throughput_mb_s: f64,
     pub criu_restore: Option<RestoreStats>,
+    /// This process's peak resident memory (VmHWM), CRIU and other children not included.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Peak resident memory of this process so far, in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn ms(d: Duration) -> u64 {

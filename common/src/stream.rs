@@ -9,6 +9,7 @@ use anyhow::Context;
 use walkdir::WalkDir;
 
 use crate::auth::Key;
+use crate::decoder::Decoded;
 use crate::error::bad_stream;
 use crate::format::{
     classify, EntryPath, Frozen, Manifest, Trailer, FROZEN_PATH, MANIFEST_PATH, MAX_JSON_SIZE,
@@ -172,7 +173,7 @@ pub enum Item {
 
 /// Reads a stream, plain or zstd: the manifest is checked on open, the trailer at the end.
 pub struct StreamReader {
-    tar: TarReader<Box<dyn Read + Send>>,
+    tar: TarReader<Decoded>,
     pub manifest: Manifest,
     /// The manifest exactly as it came, for writing into a bundle.
     pub manifest_json: Vec<u8>,
@@ -200,6 +201,11 @@ impl StreamReader {
             manifest_json: json,
             frozen: false,
         })
+    }
+
+    /// Decompresses the rest on a thread of its own (see [`Decoded::decode_in_background`]).
+    pub fn decode_in_background(&mut self) {
+        self.tar.get_mut().decode_in_background();
     }
 
     pub fn next_item(&mut self) -> anyhow::Result<Item> {
@@ -260,7 +266,7 @@ fn vanished(err: &anyhow::Error) -> bool {
 }
 
 /// The data of a small JSON entry (the manifest, frozen.json), refusing anything else.
-fn read_json(tar: &mut TarReader<Box<dyn Read + Send>>, entry: &Entry) -> anyhow::Result<Vec<u8>> {
+fn read_json(tar: &mut TarReader<Decoded>, entry: &Entry) -> anyhow::Result<Vec<u8>> {
     if !matches!(entry.kind, Kind::File { sparse: None, .. }) || entry.data_size() > MAX_JSON_SIZE {
         return Err(bad_stream(format!(
             "{} entry is malformed",

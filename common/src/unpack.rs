@@ -43,6 +43,7 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
     let progress = Progress::new("ckpt-unpack", None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
     let mut reader = StreamReader::open(input, key)?;
+    reader.decode_in_background();
     let trailer = match &cfg.action {
         Action::Extract(dest) => {
             let staging = StagingDir::new_in(&parent_of(dest))?;
