@@ -86,7 +86,7 @@ impl Extractor {
                 return Err(bad_stream("rootfs/ itself cannot be replaced or deleted"));
             }
             let base = self.base.try_clone()?;
-            return self.update_dir(base.as_fd(), OsStr::new(root), root, rel, entry);
+            return self.defer_dir(base.as_fd(), OsStr::new(root), (root, rel), entry, true);
         }
         let (parent_rel, name) = split(rel);
         let parent = open_in_root(self.root(root)?, parent_rel)?;
@@ -121,7 +121,7 @@ impl Extractor {
             }
             Kind::Dir => {
                 rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(created)?;
-                self.defer_dir(parent.as_fd(), name, root, rel, entry)?;
+                self.defer_dir(parent.as_fd(), name, (root, rel), entry, false)?;
             }
             Kind::Symlink(target) => {
                 rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name).map_err(created)?;
@@ -195,7 +195,7 @@ impl Extractor {
             )),
             None => Ok(false),
             Some(FileType::Directory) if entry.kind == Kind::Dir => {
-                self.update_dir(parent, name, root, rel, entry)?;
+                self.defer_dir(parent, name, (root, rel), entry, true)?;
                 Ok(true)
             }
             Some(ty) => {
@@ -261,47 +261,41 @@ impl Extractor {
         )?;
         self.roots.push((root, fd));
         let base = self.base.try_clone()?;
-        self.defer_dir(base.as_fd(), OsStr::new(root), root, &[], entry)
+        self.defer_dir(base.as_fd(), OsStr::new(root), (root, &[]), entry, false)
     }
 
-    /// Sets a new directory's xattrs now and keeps the rest of its metadata for [`Extractor::finish`]:
-    /// what is kept per directory stays small whatever xattrs the stream carries.
+    /// Sets a directory's xattrs now and keeps the rest of its metadata for [`Extractor::finish`]:
+    /// what is kept per directory stays small whatever xattrs the stream carries. A directory that
+    /// was already there (`existed`: sent again after the freeze) loses the xattrs it had.
     fn defer_dir(
         &mut self,
         parent: BorrowedFd<'_>,
         name: &OsStr,
-        root: &'static str,
-        rel: &[u8],
+        (root, rel): (&'static str, &[u8]),
         entry: &Entry,
+        existed: bool,
     ) -> anyhow::Result<()> {
-        if !entry.xattrs.is_empty() {
+        if existed || !entry.xattrs.is_empty() {
             let dir = open_dir_at(parent, name)?;
+            if existed {
+                self.clear_xattrs(dir.as_fd())?;
+            }
             self.set_xattrs(dir.as_fd(), entry)?;
         }
         self.push_dir(root, rel, entry);
         Ok(())
     }
 
-    /// The same for a directory that is already there: its xattrs become exactly the entry's.
-    fn update_dir(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        name: &OsStr,
-        root: &'static str,
-        rel: &[u8],
-        entry: &Entry,
-    ) -> anyhow::Result<()> {
-        let dir = open_dir_at(parent, name)?;
+    /// Removes every xattr this process may set.
+    fn clear_xattrs(&self, dir: BorrowedFd<'_>) -> anyhow::Result<()> {
         let mut names = vec![0u8; 64 << 10];
-        let len = rustix::fs::flistxattr(&dir, &mut names).context("listing xattrs")?;
+        let len = rustix::fs::flistxattr(dir, &mut names).context("listing xattrs")?;
         for key in names[..len].split(|&b| b == 0).filter(|k| !k.is_empty()) {
             if self.as_root || key.starts_with(b"user.") {
-                rustix::fs::fremovexattr(&dir, OsStr::from_bytes(key))
+                rustix::fs::fremovexattr(dir, OsStr::from_bytes(key))
                     .with_context(|| format!("removing xattr {}", String::from_utf8_lossy(key)))?;
             }
         }
-        self.set_xattrs(dir.as_fd(), entry)?;
-        self.push_dir(root, rel, entry);
         Ok(())
     }
 

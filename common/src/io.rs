@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -70,11 +71,18 @@ pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>>
 }
 
 /// A File on a duplicate of stdin or stdout, bypassing std's own buffering (we buffer ourselves).
+/// A pipe gets a 1 MiB buffer: with the default 64 KiB, each of our 1 MiB writes or reads would
+/// wait for the other end 16 times.
 fn std_fd(fd: BorrowedFd<'_>) -> anyhow::Result<File> {
-    Ok(File::from(
+    let file = File::from(
         fd.try_clone_to_owned()
             .context("duplicating a standard stream")?,
-    ))
+    );
+    if file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        // Best effort: an unprivileged user may be held to a smaller pipe-max-size.
+        let _ = rustix::pipe::fcntl_setpipe_size(&file, STREAM_BUF);
+    }
+    Ok(file)
 }
 
 /// Opens the stream input: `path`, or stdin, which must not be a terminal.

@@ -83,12 +83,7 @@ pub fn whiteout(path: &[u8]) -> (Entry, Vec<u8>) {
 
 /// Unpacks `stream` into `t/out` and checks the refusal leaves no trace.
 pub fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {
-    t.cmd("ckpt-unpack")
-        .args(["-C", "out"])
-        .stdin(stream)
-        .fails(1)
-        .one_line_error(needle);
-    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    unpack_fails(t, stream, needle);
     let leftovers: Vec<_> = fs::read_dir(t.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -112,16 +107,21 @@ pub fn hostile_dir(name: &str) -> Dir {
 
 /// Like [`refused`], for tests that keep a victim file in outside/.
 pub fn refused_keep_outside(t: &Dir, stream: Vec<u8>, needle: &str) {
-    t.cmd("ckpt-unpack")
-        .args(["-C", "out"])
-        .stdin(stream)
-        .fails(1)
-        .one_line_error(needle);
-    assert!(!t.join("out").exists(), "a half bundle was left at out/");
+    unpack_fails(t, stream, needle);
     assert_eq!(fs::read_to_string(t.join("outside/x")).unwrap(), "victim");
     assert_eq!(
         fs::metadata(t.join("outside/x")).unwrap().nlink(),
         1,
         "outside file was linked"
     );
+}
+
+/// `ckpt-unpack -C out` refuses `stream` with a one-line error naming `needle`, leaving no out/.
+fn unpack_fails(t: &Dir, stream: Vec<u8>, needle: &str) {
+    t.cmd("ckpt-unpack")
+        .args(["-C", "out"])
+        .stdin(stream)
+        .fails(1)
+        .one_line_error(needle);
+    assert!(!t.join("out").exists(), "a half bundle was left at out/");
 }
