@@ -19,6 +19,13 @@ pub struct LinkTracker {
     seen: HashMap<(u64, u64), Vec<u8>>,
 }
 
+impl LinkTracker {
+    /// Forgets `bundle_path` as the first link of its inode (it was not streamed after all).
+    pub fn forget(&mut self, bundle_path: &[u8]) {
+        self.seen.retain(|_, first| first != bundle_path);
+    }
+}
+
 /// Describes the file at `path` as a stream entry named `bundle_path`.
 pub fn describe(
     path: &Path,

@@ -90,16 +90,10 @@ impl RootfsCopy {
             let rel = rel_path(dir, item.path());
             let stamp = Stamp::of(&meta);
             let fresh = !stamp.racy(now_ns());
-            match stream.add_live_path(item.path(), bundle_path("rootfs", &rel)) {
-                Ok(true) => {
-                    copy.copied.insert(rel, fresh.then_some(stamp));
-                }
-                Ok(false) => {
-                    if item.file_type().is_dir() {
-                        it.skip_current_dir();
-                    }
-                }
-                Err(e) => return Err(e),
+            if stream.add_live_path(item.path(), bundle_path("rootfs", &rel))? {
+                copy.copied.insert(rel, fresh.then_some(stamp));
+            } else if item.file_type().is_dir() {
+                it.skip_current_dir();
             }
         }
         copy.mapped.extend(shared_writable_mappings());

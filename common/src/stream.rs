@@ -104,17 +104,22 @@ impl<W: Write> StreamWriter<W> {
     /// Like [`StreamWriter::add_path`] for a file that may change meanwhile: returns false if it
     /// vanished before its header was written, and pads its data with zeros if it shrinks.
     pub fn add_live_path(&mut self, path: &Path, bundle_path: Vec<u8>) -> anyhow::Result<bool> {
-        let opened = fsmeta::describe(path, bundle_path, &mut self.links).and_then(|entry| {
-            let data: Box<dyn Read> = match entry.kind {
-                Kind::File { .. } => fsmeta::open_data(path, &entry)?,
-                _ => Box::new(std::io::empty()),
-            };
-            Ok((entry, data))
-        });
-        let (entry, data) = match opened {
-            Ok(opened) => opened,
-            Err(e) if vanished(&e) => return Ok(false),
+        let entry = match fsmeta::describe(path, bundle_path.clone(), &mut self.links) {
+            Ok(entry) => entry,
+            Err(e) if vanished(&e) => {
+                self.links.forget(&bundle_path);
+                return Ok(false);
+            }
             Err(e) => return Err(e),
+        };
+        let data: Box<dyn Read> = match entry.kind {
+            Kind::File { .. } => match fsmeta::open_data(path, &entry) {
+                Ok(data) => data,
+                // Gone since its header was made: zeros now, a whiteout after the freeze.
+                Err(e) if vanished(&e) => Box::new(std::io::empty()),
+                Err(e) => return Err(e),
+            },
+            _ => Box::new(std::io::empty()),
         };
         self.tar
             .append(&entry, &mut data.chain(std::io::repeat(0)))
