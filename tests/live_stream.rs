@@ -1,4 +1,4 @@
-//! The changes section of a live stream (the `rootfs/` entries after frozen.json), through the
+//! The changes section of a live stream (the `rootfs/` entries after copied.json), through the
 //! real ckpt-unpack: changes replace, whiteouts delete, and neither can be turned against the host.
 
 mod util;
@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use ckpt_common::wire::Kind;
 use util::forge::{
-    dir, file, forge, frozen, hostile_dir, meta, refused, refused_keep_outside, symlink, whiteout,
+    copied, dir, file, forge, hostile_dir, meta, refused, refused_keep_outside, symlink, whiteout,
 };
 use util::Dir;
 
@@ -30,7 +30,7 @@ fn changes_replace_and_whiteouts_delete() {
         file(b"rootfs/t", b"file, then dir"),
         dir(b"rootfs/u"),
         file(b"rootfs/u/y", b"dir, then file"),
-        frozen(),
+        copied(),
         dir(b"container"),
         whiteout(b"rootfs/d"),
         whiteout(b"rootfs/u/y"),
@@ -67,11 +67,14 @@ fn changes_replace_and_whiteouts_delete() {
     let listing = t.cmd("ckpt-unpack").arg("--list").stdin(forge(&[
         dir(b"rootfs"),
         file(b"rootfs/a", b"1"),
-        frozen(),
+        copied(),
         whiteout(b"rootfs/a"),
     ]));
     let out = listing.ok().stdout_str();
-    assert!(out.contains("# frozen: the rootfs changes"), "{out}");
+    assert!(
+        out.contains("# copied: 1 rootfs entries were copied live"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -83,42 +86,42 @@ fn the_changes_section_is_checked_like_the_rest() {
         entries.extend(tail);
         forge(&entries)
     };
-    // Before frozen.json a path still comes once, and only rootfs/ is ever replaced.
+    // Before copied.json a path still comes once, and only rootfs/ is ever replaced.
     refused(&t, with(vec![file(b"rootfs/a", b"2")]), "duplicate");
     refused(
         &t,
-        with(vec![dir(b"images"), frozen(), dir(b"images")]),
+        with(vec![dir(b"images"), copied(), dir(b"images")]),
         "duplicate",
     );
     refused(
         &t,
-        with(vec![frozen(), frozen()]),
-        "frozen.json appears twice",
+        with(vec![copied(), copied()]),
+        "copied.json appears twice",
     );
     refused(
         &t,
-        with(vec![frozen(), whiteout(b"rootfs/nothing")]),
+        with(vec![copied(), whiteout(b"rootfs/nothing")]),
         "whiteout for a path that is not in the stream",
     );
     refused(
         &t,
-        with(vec![frozen(), whiteout(b"rootfs")]),
+        with(vec![copied(), whiteout(b"rootfs")]),
         "cannot be replaced",
     );
     refused(
         &t,
-        with(vec![dir(b"images"), frozen(), whiteout(b"images/x")]),
+        with(vec![dir(b"images"), copied(), whiteout(b"images/x")]),
         "device node",
     );
     refused(
         &t,
-        with(vec![(meta(b"frozen.json", Kind::Dir), Vec::new())]),
-        "frozen.json entry is malformed",
+        with(vec![(meta(b"copied.json", Kind::Dir), Vec::new())]),
+        "copied.json entry is malformed",
     );
     refused(
         &t,
-        with(vec![file(b"frozen.json", b"[not json")]),
-        "frozen.json is not valid",
+        with(vec![file(b"copied.json", b"[not json")]),
+        "copied.json is not valid",
     );
 }
 
@@ -132,14 +135,14 @@ fn changes_never_reach_through_symlinks() {
     let via_link = forge(&[
         dir(b"rootfs"),
         symlink(b"rootfs/s", target),
-        frozen(),
+        copied(),
         file(b"rootfs/s/x", b"evil"),
     ]);
     refused_keep_outside(&t, via_link, "symlink");
     let wipe_link = forge(&[
         dir(b"rootfs"),
         symlink(b"rootfs/s", target),
-        frozen(),
+        copied(),
         whiteout(b"rootfs/s"),
         dir(b"images"),
     ]);
@@ -154,7 +157,7 @@ fn changes_never_reach_through_symlinks() {
         dir(b"rootfs"),
         dir(b"rootfs/d"),
         symlink(b"rootfs/d/s", target),
-        frozen(),
+        copied(),
         file(b"rootfs/d", b"a file now"),
     ]);
     t.cmd("ckpt-unpack")

@@ -2,6 +2,7 @@
 //! mounts), handing CRIU per-command options through CRIU_CONFIG_FILE.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,22 +69,12 @@ fn wait_unstuck(
             }
             (true, Some(_)) => {}
         }
-        wait_readable(exited.as_ref(), Duration::from_millis(50));
+        let tick = Duration::from_millis(50);
+        match &exited {
+            Some(pidfd) => _ = crate::io::wait_readable(pidfd.as_fd(), tick),
+            None => std::thread::sleep(tick),
+        }
     }
-}
-
-/// Waits until `fd` (a pidfd: its process ended) is readable, at most `timeout`; without an fd,
-/// just sleeps.
-fn wait_readable(fd: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
-    let Some(fd) = fd else {
-        return std::thread::sleep(timeout);
-    };
-    let timeout = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: timeout.as_nanos() as _,
-    };
-    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-    let _ = rustix::event::poll(&mut fds, Some(&timeout));
 }
 
 /// CRIU processes whose command line names `images`, with their state letter and parent pid.

@@ -88,6 +88,7 @@ mod tests {
                 images: true,
             },
             cpu_flags: vec!["sse2".into(), "avx2".into()],
+            await_copy: false,
         }
     }
 

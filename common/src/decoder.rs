@@ -26,9 +26,11 @@ enum Source {
 
 /// The reader's end of the decoder thread.
 struct Chunks {
-    full: Receiver<io::Result<Vec<u8>>>,
+    /// Filled buffers and how many bytes of each are data.
+    full: Receiver<io::Result<(Vec<u8>, usize)>>,
     empty: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
+    len: usize,
     pos: usize,
     eof: bool,
 }
@@ -53,18 +55,16 @@ impl Decoded {
         else {
             unreachable!("checked above");
         };
-        let (full_tx, full) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS);
+        let (full_tx, full) = sync_channel::<io::Result<(Vec<u8>, usize)>>(CHUNKS);
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(CHUNKS);
         for _ in 0..CHUNKS - 1 {
-            let _ = empty.send(Vec::with_capacity(CHUNK));
+            let _ = empty.send(vec![0; CHUNK]);
         }
         std::thread::spawn(move || {
             // Ends when the input ends or fails, or when the reader is gone.
             while let Ok(mut buf) = empty_rx.recv() {
-                buf.resize(CHUNK, 0);
                 let (n, err) = fill(&mut reader, &mut buf);
-                buf.truncate(n);
-                if (n > 0 || err.is_none()) && full_tx.send(Ok(buf)).is_err() {
+                if (n > 0 || err.is_none()) && full_tx.send(Ok((buf, n))).is_err() {
                     return;
                 }
                 if let Some(err) = err {
@@ -80,24 +80,24 @@ impl Decoded {
             full,
             empty,
             chunk: Vec::new(),
+            len: 0,
             pos: 0,
             eof: false,
         });
     }
 }
 
-/// Reads until `buf` is full or the input ends or fails: how much was read, and the error.
+/// One read into `buf` (never waiting for more than the input has: the reader must see an entry
+/// as soon as it is decoded, e.g. copied.json before the sender sends more): how much was read
+/// (0 at the end), or the error.
 fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
+    loop {
+        match reader.read(buf) {
+            Ok(n) => return (n, None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (got, Some(e)),
+            Err(e) => return (0, Some(e)),
         }
     }
-    (got, None)
 }
 
 impl Read for Decoded {
@@ -112,18 +112,19 @@ impl Read for Decoded {
 
 impl Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
+        while self.pos == self.len {
             if self.eof {
                 return Ok(0);
             }
             let used = std::mem::take(&mut self.chunk);
-            if used.capacity() > 0 {
+            if !used.is_empty() {
                 let _ = self.empty.send(used);
             }
             match self.full.recv() {
-                Ok(Ok(chunk)) => {
-                    self.eof = chunk.is_empty();
+                Ok(Ok((chunk, len))) => {
+                    self.eof = len == 0;
                     self.chunk = chunk;
+                    self.len = len;
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -135,7 +136,7 @@ impl Chunks {
                 }
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
+        let n = buf.len().min(self.len - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -146,7 +147,7 @@ impl Chunks {
 mod tests {
     use super::*;
 
-    /// Yields `data` in reads of at most 7 bytes, then an error if `fail`.
+    /// Yields `data` in reads of at most 1000 bytes, then an error if `fail`.
     struct Dribble {
         data: Vec<u8>,
         pos: usize,
@@ -161,7 +162,7 @@ mod tests {
                     false => Ok(0),
                 };
             }
-            let n = buf.len().min(7).min(self.data.len() - self.pos);
+            let n = buf.len().min(1000).min(self.data.len() - self.pos);
             buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
             self.pos += n;
             Ok(n)

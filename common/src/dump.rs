@@ -3,6 +3,7 @@
 //! (--ack), it restores the container here, so it is never lost.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 
 use crate::auth::Key;
 use crate::checkpoint;
+use crate::format::CopiedLine;
 use crate::guard::Guard;
 use crate::io::{open_output, Compression};
 use crate::live::RootfsCopy;
@@ -58,7 +60,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     // Everything that can be refused is refused before the container is touched.
     let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
-    let ack = cfg.ack.as_deref().map(open_ack).transpose()?;
+    let mut ack = cfg.ack.as_deref().map(open_ack).transpose()?;
     let work = WorkDir::new(&container, cfg.keep.as_deref())?;
     let mut report = DumpReport {
         name: container.name.clone(),
@@ -81,9 +83,10 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     // While the container runs: the manifest, then (live) a first copy of the rootfs.
     let t = Instant::now();
     let progress = Progress::new(TOOL, None, cfg.quiet);
-    let (manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
+    let (mut manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
     let counter = crate::progress::ByteCount::default();
     let live = parts.rootfs.as_deref().filter(|_| cfg.precopy);
+    manifest.await_copy = live.is_some() && ack.is_some();
     let precopied = open_stream(
         counter.wrap(out),
         &manifest,
@@ -92,11 +95,26 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         &progress,
     )
     .and_then(|mut stream| {
-        let copy = live
-            .map(|rootfs| RootfsCopy::send(&mut stream, rootfs))
-            .transpose()?;
+        let copy = match live {
+            Some(rootfs) => {
+                let copy = RootfsCopy::send(&mut stream, rootfs)?;
+                stream.end_live_copy(&copy.summary())?;
+                Some(copy)
+            }
+            None => None,
+        };
         stream.flush()?;
         Ok((stream, copy))
+    })
+    .context("the stream was not delivered")
+    .and_then(|precopied| {
+        report.phases_ms.precopy = ms(t.elapsed());
+        let t = Instant::now();
+        if let (true, Some(ack)) = (manifest.await_copy, ack.as_mut()) {
+            await_copied(ack, &container.name)?;
+        }
+        report.phases_ms.receiver_catch_up = ms(t.elapsed());
+        Ok(precopied)
     });
     let (mut stream, copy) = match precopied {
         Ok(precopied) => precopied,
@@ -104,12 +122,11 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
             progress.finish();
             guard.done()?;
             return Err(err.context(format!(
-                "the stream was not delivered; {} was not frozen and runs on here",
+                "{} was not frozen and runs on here",
                 container.name
             )));
         }
     };
-    report.phases_ms.precopy = ms(t.elapsed());
     report.precopy_wire_bytes = counter.get();
     let precopy_bytes = stream.bytes();
 
@@ -147,11 +164,9 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         match &copy {
             Some(copy) => {
                 let changes = copy.changes()?;
-                let frozen = changes.summary();
-                stream.mark_frozen(&frozen)?;
                 stream.add_tree("container", &parts.container, &skip)?;
                 changes.send(&mut stream, copy)?;
-                report.frozen = Some(frozen);
+                report.rootfs_changes = Some(changes.summary());
             }
             None => {
                 stream.add_tree("container", &parts.container, &skip)?;
@@ -244,11 +259,32 @@ fn open_ack(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
     Ok(BufReader::new(file))
 }
 
-/// Reads ckpt-restore's one-line result; anything but a RUNNING container of this name is failure.
-pub(crate) fn read_ack(
-    mut ack: BufReader<std::fs::File>,
-    name: &str,
-) -> anyhow::Result<RestoreResult> {
+/// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
+/// stage that holds back the end of the copy until more data comes would otherwise stall it).
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for ckpt-restore's line saying it has unpacked the live copy, so that the freeze does not
+/// also wait for the receiver's backlog. A result line instead is its failure (e.g. a name clash).
+fn await_copied(ack: &mut BufReader<std::fs::File>, name: &str) -> anyhow::Result<()> {
+    let arrived = !ack.buffer().is_empty()
+        || crate::io::wait_readable(ack.get_ref().as_fd(), CATCH_UP_TIMEOUT);
+    if !arrived {
+        return Ok(()); // a slow receiver: freeze all the same
+    }
+    match read_ack_line(ack)? {
+        AckLine::Copied => Ok(()),
+        AckLine::Result(result) => check_result(result, name).map(|_| ()),
+    }
+}
+
+/// A line on the --ack channel.
+enum AckLine {
+    /// The receiver unpacked the live copy.
+    Copied,
+    Result(RestoreResult),
+}
+
+fn read_ack_line(ack: &mut BufReader<std::fs::File>) -> anyhow::Result<AckLine> {
     let mut line = String::new();
     ack.read_line(&mut line)
         .context("reading the receiver's result")?;
@@ -257,9 +293,30 @@ pub(crate) fn read_ack(
             "the receiver ended without reporting a restore (killed, or the connection was lost)"
         );
     }
-    let result: RestoreResult = serde_json::from_str(line.trim()).map_err(|e| {
-        anyhow::anyhow!("the receiver's result is not a ckpt-restore result line ({e})")
-    })?;
+    if let Ok(result) = serde_json::from_str::<RestoreResult>(line.trim()) {
+        return Ok(AckLine::Result(result));
+    }
+    match serde_json::from_str::<CopiedLine>(line.trim()) {
+        Ok(_) => Ok(AckLine::Copied),
+        Err(e) => Err(anyhow::anyhow!(
+            "the receiver's result is not a ckpt-restore result line ({e})"
+        )),
+    }
+}
+
+/// Reads ckpt-restore's result line; anything but a RUNNING container of this name is failure.
+pub(crate) fn read_ack(
+    mut ack: BufReader<std::fs::File>,
+    name: &str,
+) -> anyhow::Result<RestoreResult> {
+    loop {
+        if let AckLine::Result(result) = read_ack_line(&mut ack)? {
+            return check_result(result, name);
+        }
+    }
+}
+
+fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResult> {
     if !result.ok || result.state != "RUNNING" || result.name != name {
         let why = result
             .error

@@ -28,7 +28,7 @@ pub struct Extractor {
     /// Directories whose metadata is applied at the end, in stream order.
     dirs: Vec<(&'static str, Vec<u8>, Entry)>,
     as_root: bool,
-    /// After `frozen.json`: `rootfs/` entries replace what is there, whiteouts delete.
+    /// After `copied.json`: `rootfs/` entries replace what is there, whiteouts delete.
     changes: bool,
     buf: Vec<u8>,
 }
@@ -52,7 +52,7 @@ impl Extractor {
         })
     }
 
-    /// The stream reached `frozen.json`: later `rootfs/` entries are changes to what came before.
+    /// The stream reached `copied.json`: later `rootfs/` entries are changes to what came before.
     pub fn begin_changes(&mut self) {
         self.changes = true;
     }

@@ -13,9 +13,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_PATH: &str = "manifest.json";
 /// Last entry of every stream.
 pub const TRAILER_PATH: &str = "trailer.json";
-/// In a live stream, marks the freeze: `rootfs/` entries before it were copied from the running
-/// container; those after it are its changes since, which replace or delete (see [`is_whiteout`]).
-pub const FROZEN_PATH: &str = "frozen.json";
+/// In a live stream, ends the copy of the rootfs made while the container ran: the `rootfs/`
+/// entries after it are its changes since, which replace or delete (see [`is_whiteout`]).
+pub const COPIED_PATH: &str = "copied.json";
 /// The three directory roots of a bundle, in stream order.
 pub const ROOTS: [&str; 3] = ["container", "rootfs", "images"];
 /// Largest manifest or trailer accepted (they are small JSON documents).
@@ -45,6 +45,10 @@ pub struct Manifest {
     /// CPU feature flags of the source (from /proc/cpuinfo), checked by ckpt-restore.
     #[serde(default)]
     pub cpu_flags: Vec<String>,
+    /// The sender waits for ckpt-restore's [`CopiedLine`] before it freezes the container (its
+    /// `--ack` channel carries it back), so that the receiver has caught up with the live copy.
+    #[serde(default)]
+    pub await_copy: bool,
 }
 
 /// What parts of a container a stream includes.
@@ -63,17 +67,21 @@ pub enum RootfsMode {
     None,
 }
 
-/// The `frozen.json` entry: what the sender found changed in the rootfs once the container was
-/// frozen (informative: the receiver trusts only the entries themselves).
+/// The `copied.json` entry (informative: the receiver trusts only the entries themselves).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Frozen {
-    /// Rootfs entries sent again after the freeze (new or changed since they were copied).
-    pub changed: u64,
-    /// Rootfs paths deleted since they were copied (sent as whiteouts).
-    pub deleted: u64,
+pub struct Copied {
+    /// Rootfs entries copied while the container ran.
+    pub entries: u64,
 }
 
-/// After `frozen.json`, a character device 0:0 under `rootfs/` deletes that path: the overlayfs
+/// With [`Manifest::await_copy`], what ckpt-restore prints on stdout once it has unpacked
+/// everything before `copied.json`, before its result line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CopiedLine {
+    pub copied: u64,
+}
+
+/// After `copied.json`, a character device 0:0 under `rootfs/` deletes that path: the overlayfs
 /// whiteout, so GNU tar and overlay-aware tools show it for what it is.
 pub fn is_whiteout(kind: &crate::wire::Kind) -> bool {
     matches!(kind, crate::wire::Kind::Char { major: 0, minor: 0 })
@@ -139,7 +147,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 pub enum EntryPath {
     Manifest,
     Trailer,
-    Frozen,
+    Copied,
     /// `root` is one of [`ROOTS`]; `rel` is empty for the root directory itself.
     Tree {
         root: &'static str,
@@ -157,8 +165,8 @@ pub fn classify(path: &[u8]) -> anyhow::Result<EntryPath> {
     if path == TRAILER_PATH.as_bytes() {
         return Ok(EntryPath::Trailer);
     }
-    if path == FROZEN_PATH.as_bytes() {
-        return Ok(EntryPath::Frozen);
+    if path == COPIED_PATH.as_bytes() {
+        return Ok(EntryPath::Copied);
     }
     if path.is_empty() || path.starts_with(b"/") || path.contains(&0) {
         return Err(bad_stream(format!(
@@ -198,7 +206,7 @@ mod tests {
     fn classify_accepts_bundle_paths() {
         assert_eq!(classify(b"manifest.json").unwrap(), EntryPath::Manifest);
         assert_eq!(classify(b"trailer.json").unwrap(), EntryPath::Trailer);
-        assert_eq!(classify(b"frozen.json").unwrap(), EntryPath::Frozen);
+        assert_eq!(classify(b"copied.json").unwrap(), EntryPath::Copied);
         assert_eq!(classify(b"rootfs/").unwrap(), tree("rootfs", ""));
         assert_eq!(classify(b"rootfs").unwrap(), tree("rootfs", ""));
         assert_eq!(

@@ -73,6 +73,7 @@ pub fn manifest(name: &str, lxcpath: &str, include: Include) -> Manifest {
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         include,
         cpu_flags: cpu_flags(),
+        await_copy: false,
     }
 }
 

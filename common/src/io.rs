@@ -85,6 +85,19 @@ fn std_fd(fd: BorrowedFd<'_>) -> anyhow::Result<File> {
     Ok(file)
 }
 
+/// Waits until `fd` is readable (or, for a pidfd, its process ended), at most `timeout`.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let mut fds = [rustix::event::PollFd::from_borrowed_fd(
+        fd,
+        rustix::event::PollFlags::IN,
+    )];
+    rustix::event::poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
+}
+
 /// Opens the stream input: `path`, or stdin, which must not be a terminal.
 pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
     match path {

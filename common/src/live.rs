@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::format::Frozen;
+use crate::format::Copied;
+use crate::stats::RootfsChanges;
 use crate::stream::{bundle_path, tree_walk, StreamWriter};
 use crate::wire::{Entry, Kind, Mtime};
 
@@ -100,6 +101,13 @@ impl RootfsCopy {
         Ok(copy)
     }
 
+    /// What ends the copy in the stream.
+    pub fn summary(&self) -> Copied {
+        Copied {
+            entries: self.copied.len() as u64,
+        }
+    }
+
     /// Compares the rootfs, now frozen, with what was copied.
     pub fn changes(&self) -> anyhow::Result<Changes> {
         let mut changed = Vec::new();
@@ -141,14 +149,14 @@ impl RootfsCopy {
 }
 
 impl Changes {
-    pub fn summary(&self) -> Frozen {
-        Frozen {
+    pub fn summary(&self) -> RootfsChanges {
+        RootfsChanges {
             changed: self.changed.len() as u64,
             deleted: self.deleted.len() as u64,
         }
     }
 
-    /// Streams the whiteouts, then the changed entries (after [`StreamWriter::mark_frozen`]).
+    /// Streams the whiteouts, then the changed entries (after [`StreamWriter::end_live_copy`]).
     pub fn send<W: Write>(
         &self,
         stream: &mut StreamWriter<W>,

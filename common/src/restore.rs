@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use crate::checkpoint;
 use crate::criu::RestoreStats;
 use crate::error::one_line;
-use crate::format::{Manifest, RootfsMode};
+use crate::format::{Copied, CopiedLine, Manifest, RootfsMode};
 use crate::guard::Guard;
 use crate::io::open_input;
 use crate::lxc::{default_lxcpath, Config, Container};
@@ -176,7 +176,13 @@ fn restore(
     let guard = Guard::spawn(crate::rescue::journal(&container, TOOL), &[], recover)?;
     reader.decode_in_background();
     guard.phase(UNPACKING)?;
-    let trailer = unpack_into(&mut reader, staging.path())?;
+    let await_copy = manifest.await_copy;
+    let trailer = unpack_into(&mut reader, staging.path(), &mut |copied| {
+        if await_copy {
+            report_copied(copied)?;
+        }
+        Ok(())
+    })?;
     progress.finish();
     result.timings_ms.unpack = ms(start.elapsed());
     let verified = Instant::now();
@@ -213,6 +219,17 @@ fn restore(
             guard,
         }),
     })
+}
+
+/// Tells the sender, through our stdout (its --ack channel), that the live copy is unpacked.
+fn report_copied(copied: &Copied) -> anyhow::Result<()> {
+    let line = serde_json::to_string(&CopiedLine {
+        copied: copied.entries,
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .context("telling the sender the live copy is unpacked")
 }
 
 /// Guard phase: the stream is being unpacked into the staging dir.

@@ -52,7 +52,7 @@ pub struct DumpReport {
     /// After-freeze throughput (uncompressed MB/s).
     pub throughput_mb_s: f64,
     /// The rootfs changes sent after the freeze (live streams).
-    pub frozen: Option<crate::format::Frozen>,
+    pub rootfs_changes: Option<RootfsChanges>,
     pub compression: String,
     pub criu_dump: Option<DumpStats>,
     /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
@@ -64,10 +64,21 @@ pub struct DumpReport {
     pub peak_rss_kib: Option<u64>,
 }
 
+/// What changed in the rootfs between its live copy and the freeze.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RootfsChanges {
+    /// Rootfs entries sent again after the freeze (new or changed since they were copied).
+    pub changed: u64,
+    /// Rootfs paths deleted since they were copied (sent as whiteouts).
+    pub deleted: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DumpPhases {
     /// Manifest and the rootfs copied while the container ran (not part of the downtime).
     pub precopy: u64,
+    /// Waiting, after the copy, for the receiver to have unpacked it (with --ack).
+    pub receiver_catch_up: u64,
     pub checkpoint: u64,
     pub stream: u64,
     pub ack_wait: u64,

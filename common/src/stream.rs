@@ -12,7 +12,7 @@ use crate::auth::Key;
 use crate::decoder::Decoded;
 use crate::error::bad_stream;
 use crate::format::{
-    classify, EntryPath, Frozen, Manifest, Trailer, FROZEN_PATH, MANIFEST_PATH, MAX_JSON_SIZE,
+    classify, Copied, EntryPath, Manifest, Trailer, COPIED_PATH, MANIFEST_PATH, MAX_JSON_SIZE,
 };
 use crate::fsmeta::{self, LinkTracker};
 use crate::io::decompress;
@@ -39,12 +39,12 @@ impl<W: Write> StreamWriter<W> {
         Ok(stream)
     }
 
-    /// Marks the freeze in a live stream: later `rootfs/` entries replace or delete earlier ones.
-    pub fn mark_frozen(&mut self, frozen: &Frozen) -> anyhow::Result<()> {
-        // Hard links after the freeze point only to entries sent after it.
+    /// Ends the live copy of the rootfs: later `rootfs/` entries replace or delete earlier ones.
+    pub fn end_live_copy(&mut self, copied: &Copied) -> anyhow::Result<()> {
+        // Hard links after this point only to entries sent after it.
         self.links = LinkTracker::default();
-        self.append_json(FROZEN_PATH, frozen)
-            .context("writing frozen.json")
+        self.append_json(COPIED_PATH, copied)
+            .context("writing copied.json")
     }
 
     fn append_json<T: serde::Serialize>(&mut self, path: &str, value: &T) -> anyhow::Result<()> {
@@ -170,8 +170,8 @@ pub enum Item {
         rel: Vec<u8>,
         entry: Entry,
     },
-    /// `frozen.json`: the `rootfs/` entries that follow are changes made while it was copied.
-    Frozen(Frozen),
+    /// `copied.json`: the `rootfs/` entries that follow are changes made since it was copied.
+    Copied(Copied),
     /// The verified trailer; the input was read to its end.
     End(Trailer),
 }
@@ -182,8 +182,8 @@ pub struct StreamReader {
     pub manifest: Manifest,
     /// The manifest exactly as it came, for writing into a bundle.
     pub manifest_json: Vec<u8>,
-    /// Whether `frozen.json` was read.
-    frozen: bool,
+    /// Whether `copied.json` was read.
+    copied: bool,
 }
 
 impl StreamReader {
@@ -204,7 +204,7 @@ impl StreamReader {
             tar,
             manifest,
             manifest_json: json,
-            frozen: false,
+            copied: false,
         })
     }
 
@@ -220,13 +220,13 @@ impl StreamReader {
                 EntryPath::Tree { root, rel } => Ok(Item::Entry { root, rel, entry }),
                 EntryPath::Manifest => Err(bad_stream("manifest.json appears twice")),
                 EntryPath::Trailer => Err(bad_stream("trailer.json is not the last entry")),
-                EntryPath::Frozen if self.frozen => Err(bad_stream("frozen.json appears twice")),
-                EntryPath::Frozen => {
-                    self.frozen = true;
+                EntryPath::Copied if self.copied => Err(bad_stream("copied.json appears twice")),
+                EntryPath::Copied => {
+                    self.copied = true;
                     let json = read_json(&mut self.tar, &entry)?;
-                    let frozen = serde_json::from_slice(&json)
-                        .map_err(|e| bad_stream(format!("frozen.json is not valid: {e}")))?;
-                    Ok(Item::Frozen(frozen))
+                    let copied = serde_json::from_slice(&json)
+                        .map_err(|e| bad_stream(format!("copied.json is not valid: {e}")))?;
+                    Ok(Item::Copied(copied))
                 }
             },
         }
@@ -270,7 +270,7 @@ fn vanished(err: &anyhow::Error) -> bool {
     })
 }
 
-/// The data of a small JSON entry (the manifest, frozen.json), refusing anything else.
+/// The data of a small JSON entry (the manifest, copied.json), refusing anything else.
 fn read_json(tar: &mut TarReader<Decoded>, entry: &Entry) -> anyhow::Result<Vec<u8>> {
     if !matches!(entry.kind, Kind::File { sparse: None, .. }) || entry.data_size() > MAX_JSON_SIZE {
         return Err(bad_stream(format!(

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::auth::Key;
 use crate::extract::Extractor;
-use crate::format::{Manifest, Trailer, MANIFEST_PATH};
+use crate::format::{Copied, Manifest, Trailer, MANIFEST_PATH};
 use crate::io::open_input;
 use crate::pack::summary;
 use crate::progress::{note, Progress};
@@ -47,7 +47,7 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
     let trailer = match &cfg.action {
         Action::Extract(dest) => {
             let staging = StagingDir::new_in(&parent_of(dest))?;
-            let trailer = unpack_into(&mut reader, staging.path())?;
+            let trailer = unpack_into(&mut reader, staging.path(), &mut |_| Ok(()))?;
             staging.commit(dest)?;
             trailer
         }
@@ -64,8 +64,13 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
 }
 
 /// Unpacks the rest of the stream into `dir` (an empty private dir) and returns the verified
-/// trailer. On error, `dir` holds a partial bundle that the caller must discard.
-pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trailer> {
+/// trailer; `on_copied` runs once everything before `copied.json` is unpacked. On error, `dir`
+/// holds a partial bundle that the caller must discard.
+pub fn unpack_into(
+    reader: &mut StreamReader,
+    dir: &Path,
+    on_copied: &mut dyn FnMut(&Copied) -> anyhow::Result<()>,
+) -> anyhow::Result<Trailer> {
     std::fs::write(dir.join(MANIFEST_PATH), &reader.manifest_json)
         .context("writing manifest.json")?;
     let mut extractor = Extractor::new(dir)?;
@@ -74,7 +79,10 @@ pub fn unpack_into(reader: &mut StreamReader, dir: &Path) -> anyhow::Result<Trai
             Item::Entry { root, rel, entry } => {
                 extractor.extract(root, &rel, &entry, &mut reader.data())?
             }
-            Item::Frozen(_) => extractor.begin_changes(),
+            Item::Copied(copied) => {
+                extractor.begin_changes();
+                on_copied(&copied)?;
+            }
             Item::End(trailer) => {
                 extractor.finish()?;
                 return Ok(trailer);
@@ -105,10 +113,10 @@ fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
                     .unwrap_or_default();
                 writeln!(out, "{}", entry_line(&entry, &hash[..16]))?;
             }
-            Item::Frozen(frozen) => writeln!(
+            Item::Copied(copied) => writeln!(
                 out,
-                "# frozen: the rootfs changes since it was copied follow ({} changed, {} deleted)",
-                frozen.changed, frozen.deleted
+                "# copied: {} rootfs entries were copied live; its changes since follow",
+                copied.entries
             )?,
             Item::End(trailer) => {
                 writeln!(

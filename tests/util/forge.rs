@@ -69,12 +69,12 @@ pub fn symlink(path: &[u8], target: &[u8]) -> (Entry, Vec<u8>) {
     (meta(path, Kind::Symlink(target.to_vec())), Vec::new())
 }
 
-/// `frozen.json`: the rootfs entries after it are changes.
-pub fn frozen() -> (Entry, Vec<u8>) {
-    file(b"frozen.json", br#"{"changed":0,"deleted":0}"#)
+/// `copied.json`: the rootfs entries after it are changes.
+pub fn copied() -> (Entry, Vec<u8>) {
+    file(b"copied.json", br#"{"entries":1}"#)
 }
 
-/// A whiteout (character device 0:0): after `frozen.json`, deletes `path`.
+/// A whiteout (character device 0:0): after `copied.json`, deletes `path`.
 pub fn whiteout(path: &[u8]) -> (Entry, Vec<u8>) {
     (meta(path, Kind::Char { major: 0, minor: 0 }), Vec::new())
 }
