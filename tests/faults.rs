@@ -118,10 +118,18 @@ fn settled(tb: &Testbed, expect: &str) -> Result<String, String> {
     loop {
         let here = tb.state(host, NAME);
         let there = tb.state(other, NAME);
+        // Staging dirs and journals in the lxcpaths, CRIU work dirs in /dev/shm.
+        let work_dirs = std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".ckpt-ft-"));
         let strays: Vec<String> = ["host1", "host2"]
             .iter()
             .flat_map(|h| tb.strays(h, &[NAME]))
             .filter(|s| s.starts_with('.'))
+            .chain(work_dirs)
             .collect();
         let ok =
             here == "RUNNING" && (there == "ABSENT" || there == "STOPPED") && strays.is_empty();

@@ -245,6 +245,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     report.phases_ms.total = ms(start.elapsed());
     if let Some(path) = &cfg.stats {
         report.peak_rss_kib = crate::stats::peak_rss_kib();
+        report.usage = Some(crate::stats::Usage::now());
         write_json(path, &report)?;
     }
     work.finish()?;

@@ -95,15 +95,23 @@ pub fn recovery(
             )),
         }
         };
-        let give_up = || match give_up_source(&container) {
-            Ok(()) => log(&format!(
-                "{}: runs on the destination; stopped source copy removed",
-                container.name
-            )),
-            Err(e) => log(&format!(
-                "{}: runs on the destination; removing the source copy failed: {e}",
-                container.name
-            )),
+        let discard_images = || {
+            if remove_images {
+                let _ = std::fs::remove_dir_all(&images);
+            }
+        };
+        let give_up = || {
+            match give_up_source(&container) {
+                Ok(()) => log(&format!(
+                    "{}: runs on the destination; stopped source copy removed",
+                    container.name
+                )),
+                Err(e) => log(&format!(
+                    "{}: runs on the destination; removing the source copy failed: {e}",
+                    container.name
+                )),
+            }
+            discard_images();
         };
         match (phase, ack) {
             (phase::DUMPING, _) => {
@@ -123,13 +131,16 @@ pub fn recovery(
             }
             (phase::STREAMING, None) => restore_here(),
             (phase::SENT, None) => log(&format!(
-                "{}: stream complete, left stopped here as without a guard; remove it with lxc-destroy -n {} -P {} once it runs on the destination",
+                "{}: stream complete, left stopped here as without a guard; remove it with lxc-destroy -n {} -P {} and rm -r {} once it runs on the destination",
                 container.name,
                 container.name,
-                container.lxcpath.display()
+                container.lxcpath.display(),
+                images.display()
             )),
             (phase::ACKED, _) => give_up(),
-            _ => {}
+            // Killed before the freeze (or after a snapshot): the container runs; only the
+            // private work dir is left to remove.
+            _ => discard_images(),
         }
     }
 }

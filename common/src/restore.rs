@@ -87,6 +87,7 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
             throughput_mb_s: mb_per_s(bytes, unpack),
             criu_restore,
             peak_rss_kib: crate::stats::peak_rss_kib(),
+            usage: Some(crate::stats::Usage::now()),
         };
         write_json(path, &report)?;
     }

@@ -62,6 +62,9 @@ pub struct DumpReport {
     pub outcome: String,
     /// This process's peak resident memory (VmHWM), CRIU and other children not included.
     pub peak_rss_kib: Option<u64>,
+    /// CPU time and peak RSS of this process and every child it waited for (lxc-checkpoint,
+    /// CRIU), as /usr/bin/time reports them for a command.
+    pub usage: Option<Usage>,
 }
 
 /// What changed in the rootfs between its live copy and the freeze.
@@ -94,6 +97,9 @@ pub struct RestoreReport {
     pub criu_restore: Option<RestoreStats>,
     /// This process's peak resident memory (VmHWM), CRIU and other children not included.
     pub peak_rss_kib: Option<u64>,
+    /// CPU time and peak RSS of this process and every child it waited for (lxc-checkpoint,
+    /// CRIU), as /usr/bin/time reports them for a command.
+    pub usage: Option<Usage>,
 }
 
 /// Peak resident memory of this process so far, in KiB.
@@ -122,4 +128,35 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let mut json = serde_json::to_vec_pretty(value)?;
     json.push(b'\n');
     std::fs::write(path, json).with_context(|| format!("writing stats to {}", path.display()))
+}
+
+/// getrusage(2) of a process and its waited-for children.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub user_ms: u64,
+    pub sys_ms: u64,
+    /// The largest peak RSS of this process and of any waited-for child.
+    pub max_rss_kib: u64,
+}
+
+impl Usage {
+    pub fn now() -> Usage {
+        let (me, children) = (rusage(libc::RUSAGE_SELF), rusage(libc::RUSAGE_CHILDREN));
+        let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+        Usage {
+            user_ms: ms(me.ru_utime) + ms(children.ru_utime),
+            sys_ms: ms(me.ru_stime) + ms(children.ru_stime),
+            max_rss_kib: me.ru_maxrss.max(children.ru_maxrss) as u64,
+        }
+    }
+}
+
+fn rusage(who: libc::c_int) -> libc::rusage {
+    // SAFETY: rusage is plain old data, so all-zero is a valid value; getrusage only writes into
+    // the struct we pass, and RUSAGE_SELF/RUSAGE_CHILDREN are always valid.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    }
 }
