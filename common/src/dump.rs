@@ -2,24 +2,24 @@
 //! changes and the CRIU images. If the stream cannot be delivered, or the receiver reports failure
 //! (--ack), it restores the container here, so it is never lost.
 
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::ack;
 use crate::auth::Key;
 use crate::checkpoint;
-use crate::format::CopiedLine;
 use crate::guard::Guard;
 use crate::io::{open_output, Compression};
 use crate::live::RootfsCopy;
 use crate::lxc::Container;
-use crate::pack::{close_stream, container_parts, open_stream, summary};
+use crate::pack::{
+    add_parts, close_stream, container_parts, open_stream, summary, Outgoing, Parts,
+};
 use crate::progress::{note, Progress};
 use crate::rescue::{self, phase};
-use crate::stats::{mb_per_s, ms, write_json, DumpReport, RestoreResult};
+use crate::stats::{mb_per_s, ms, write_json, DumpReport};
 use crate::workdir::WorkDir;
 
 const TOOL: &str = "ckpt-dump";
@@ -60,7 +60,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     // Everything that can be refused is refused before the container is touched.
     let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
-    let mut ack = cfg.ack.as_deref().map(open_ack).transpose()?;
+    let mut ack = cfg.ack.as_deref().map(ack::open).transpose()?;
     let work = WorkDir::new(&container, cfg.keep.as_deref())?;
     let mut report = DumpReport {
         name: container.name.clone(),
@@ -95,15 +95,9 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         &progress,
     )
     .and_then(|mut stream| {
-        let copy = match live {
-            Some(rootfs) => {
-                let copy = RootfsCopy::send(&mut stream, rootfs)?;
-                stream.end_live_copy(&copy.summary())?;
-                Some(copy)
-            }
-            None => None,
-        };
-        stream.flush()?;
+        let copy = live
+            .map(|rootfs| send_live_copy(&mut stream, rootfs))
+            .transpose()?;
         Ok((stream, copy))
     })
     .context("the stream was not delivered")
@@ -111,7 +105,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         report.phases_ms.precopy = ms(t.elapsed());
         let t = Instant::now();
         if let (true, Some(ack)) = (manifest.await_copy, ack.as_mut()) {
-            await_copied(ack, &container.name)?;
+            ack::await_copied(ack, &container.name)?;
         }
         report.phases_ms.receiver_catch_up = ms(t.elapsed());
         Ok(precopied)
@@ -159,26 +153,11 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
 
     // From here on, unless --leave-running, the container is stopped and only its images exist.
     let t = Instant::now();
-    let streamed = (|| {
-        let skip = [parts.skip[0].as_path()];
-        match &copy {
-            Some(copy) => {
-                let changes = copy.changes()?;
-                stream.add_tree("container", &parts.container, &skip)?;
-                changes.send(&mut stream, copy)?;
-                report.rootfs_changes = Some(changes.summary());
-            }
-            None => {
-                stream.add_tree("container", &parts.container, &skip)?;
-                if let Some(rootfs) = &parts.rootfs {
-                    stream.add_tree("rootfs", rootfs, &[])?;
-                }
-            }
-        }
-        stream.add_tree("images", work.path(), &[])?;
-        let frozen_bytes = stream.bytes() - precopy_bytes;
-        close_stream(stream).map(|trailer| (trailer, frozen_bytes))
-    })();
+    let streamed =
+        send_after_freeze(&mut stream, &parts, copy.as_ref(), &mut report).and_then(|()| {
+            let frozen_bytes = stream.bytes() - precopy_bytes;
+            close_stream(stream).map(|trailer| (trailer, frozen_bytes))
+        });
     progress.finish();
     report.phases_ms.stream = ms(t.elapsed());
     release_stdout();
@@ -223,7 +202,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         }
         Some(ack) => {
             let t = Instant::now();
-            let result = read_ack(ack, &container.name);
+            let result = ack::read_result(ack, &container.name);
             report.phases_ms.ack_wait = ms(t.elapsed());
             match result {
                 Ok(result) => {
@@ -252,80 +231,37 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the ack file now: opening a fifo waits for its writer, which the shell opens for
-/// `ssh ... > fifo` at the same time as our stdout pipe.
-fn open_ack(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("opening the ack file {}", path.display()))?;
-    Ok(BufReader::new(file))
+/// Streams the rootfs of the running container and ends the live copy; flushes, so that all of it
+/// is on its way before the freeze.
+fn send_live_copy<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    rootfs: &std::path::Path,
+) -> anyhow::Result<RootfsCopy> {
+    let copy = RootfsCopy::send(stream, rootfs)?;
+    stream.end_live_copy(&copy.summary())?;
+    stream.flush()?;
+    Ok(copy)
 }
 
-/// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
-/// stage that holds back the end of the copy until more data comes would otherwise stall it).
-const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Waits for ckpt-restore's line saying it has unpacked the live copy, so that the freeze does not
-/// also wait for the receiver's backlog. A result line instead is its failure (e.g. a name clash).
-fn await_copied(ack: &mut BufReader<std::fs::File>, name: &str) -> anyhow::Result<()> {
-    let arrived = !ack.buffer().is_empty()
-        || crate::io::wait_readable(ack.get_ref().as_fd(), CATCH_UP_TIMEOUT);
-    if !arrived {
-        return Ok(()); // a slow receiver: freeze all the same
+/// After the freeze: the container dir, then the rootfs (its changes since `copy`, or all of it),
+/// then the CRIU images.
+fn send_after_freeze<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    parts: &Parts,
+    copy: Option<&RootfsCopy>,
+    report: &mut DumpReport,
+) -> anyhow::Result<()> {
+    let Some(copy) = copy else {
+        return add_parts(stream, parts);
+    };
+    let changes = copy.changes()?;
+    stream.add_tree("container", &parts.container, &parts.skipped())?;
+    changes.send(stream, copy)?;
+    report.rootfs_changes = Some(changes.summary());
+    if let Some(images) = &parts.images {
+        stream.add_tree("images", images, &[])?;
     }
-    match read_ack_line(ack)? {
-        AckLine::Copied => Ok(()),
-        AckLine::Result(result) => check_result(result, name).map(|_| ()),
-    }
-}
-
-/// A line on the --ack channel.
-enum AckLine {
-    /// The receiver unpacked the live copy.
-    Copied,
-    Result(RestoreResult),
-}
-
-fn read_ack_line(ack: &mut BufReader<std::fs::File>) -> anyhow::Result<AckLine> {
-    let mut line = String::new();
-    ack.read_line(&mut line)
-        .context("reading the receiver's result")?;
-    if line.trim().is_empty() {
-        anyhow::bail!(
-            "the receiver ended without reporting a restore (killed, or the connection was lost)"
-        );
-    }
-    if let Ok(result) = serde_json::from_str::<RestoreResult>(line.trim()) {
-        return Ok(AckLine::Result(result));
-    }
-    match serde_json::from_str::<CopiedLine>(line.trim()) {
-        Ok(_) => Ok(AckLine::Copied),
-        Err(e) => Err(anyhow::anyhow!(
-            "the receiver's result is not a ckpt-restore result line ({e})"
-        )),
-    }
-}
-
-/// Reads ckpt-restore's result line; anything but a RUNNING container of this name is failure.
-pub(crate) fn read_ack(
-    mut ack: BufReader<std::fs::File>,
-    name: &str,
-) -> anyhow::Result<RestoreResult> {
-    loop {
-        if let AckLine::Result(result) = read_ack_line(&mut ack)? {
-            return check_result(result, name);
-        }
-    }
-}
-
-fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResult> {
-    if !result.ok || result.state != "RUNNING" || result.name != name {
-        let why = result
-            .error
-            .clone()
-            .unwrap_or_else(|| format!("state {}", result.state));
-        anyhow::bail!("the receiver could not restore {name}: {why}");
-    }
-    Ok(result)
+    Ok(())
 }
 
 /// The destination runs the container: remove the stopped source copy so its name is free.

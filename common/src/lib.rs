@@ -1,6 +1,7 @@
 //! The shared library behind every ckpt tool: the stream format, safe extraction, and the LXC and
 //! CRIU wrappers. The binaries in `tools/` only parse arguments and call one function here.
 
+pub mod ack;
 pub mod auth;
 pub mod bundle;
 pub mod checkpoint;

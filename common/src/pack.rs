@@ -48,6 +48,13 @@ pub struct Parts {
     pub images: Option<PathBuf>,
 }
 
+impl Parts {
+    /// The paths left out of `container/`.
+    pub fn skipped(&self) -> Vec<&Path> {
+        self.skip.iter().map(PathBuf::as_path).collect()
+    }
+}
+
 pub fn run(cfg: &PackConfig) -> anyhow::Result<()> {
     let (manifest, parts) = match &cfg.source {
         Source::Bundle(dir) => Bundle::new(dir).parts()?,
@@ -121,15 +128,20 @@ pub fn write_stream<W: Write>(
     progress: &Progress,
 ) -> anyhow::Result<Trailer> {
     let mut stream = open_stream(out, manifest, compression, key, progress)?;
-    let skip: Vec<&Path> = parts.skip.iter().map(PathBuf::as_path).collect();
-    stream.add_tree("container", &parts.container, &skip)?;
+    add_parts(&mut stream, parts)?;
+    close_stream(stream)
+}
+
+/// Streams `parts` in bundle order: `container/`, `rootfs/`, `images/`.
+pub fn add_parts<W: Write>(stream: &mut StreamWriter<W>, parts: &Parts) -> anyhow::Result<()> {
+    stream.add_tree("container", &parts.container, &parts.skipped())?;
     if let Some(rootfs) = &parts.rootfs {
         stream.add_tree("rootfs", rootfs, &[])?;
     }
     if let Some(images) = &parts.images {
         stream.add_tree("images", images, &[])?;
     }
-    close_stream(stream)
+    Ok(())
 }
 
 /// An outgoing stream: entries, counted for the progress bar, compressed, written to `W`.

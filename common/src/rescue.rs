@@ -124,7 +124,7 @@ pub fn recovery(
             }
             (phase::STREAMING | phase::SENT, Some(ack)) => {
                 let name = container.name.clone();
-                match crate::dump::read_ack(BufReader::new(ack), &name) {
+                match crate::ack::read_result(BufReader::new(ack), &name) {
                     Ok(_) => give_up(),
                     Err(_) => restore_here(),
                 }

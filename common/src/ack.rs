@@ -1,0 +1,86 @@
+//! The --ack channel as ckpt-dump reads it: ckpt-restore's `{"copied":N}` line (the live copy is
+//! unpacked) and its one-line result (see man/ckpt-restore.1).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::format::CopiedLine;
+use crate::stats::RestoreResult;
+
+/// Opens the ack file now: opening a fifo waits for its writer, which the shell opens for
+/// `ssh ... > fifo` at the same time as our stdout pipe.
+pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
+    let file =
+        File::open(path).with_context(|| format!("opening the ack file {}", path.display()))?;
+    Ok(BufReader::new(file))
+}
+
+/// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
+/// stage that holds back the end of the copy until more data comes would otherwise stall it).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for ckpt-restore's line saying it has unpacked the live copy, so that the freeze does not
+/// also wait for the receiver's backlog. A result line instead is its failure (e.g. a name clash).
+pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()> {
+    let arrived = !ack.buffer().is_empty()
+        || crate::io::wait_readable(ack.get_ref().as_fd(), CATCH_UP_TIMEOUT);
+    if !arrived {
+        return Ok(()); // a slow receiver: freeze all the same
+    }
+    match read_line(ack)? {
+        AckLine::Copied => Ok(()),
+        AckLine::Result(result) => check_result(result, name).map(|_| ()),
+    }
+}
+
+/// A line on the --ack channel.
+enum AckLine {
+    /// The receiver unpacked the live copy.
+    Copied,
+    Result(RestoreResult),
+}
+
+fn read_line(ack: &mut BufReader<File>) -> anyhow::Result<AckLine> {
+    let mut line = String::new();
+    ack.read_line(&mut line)
+        .context("reading the receiver's result")?;
+    if line.trim().is_empty() {
+        anyhow::bail!(
+            "the receiver ended without reporting a restore (killed, or the connection was lost)"
+        );
+    }
+    if let Ok(result) = serde_json::from_str::<RestoreResult>(line.trim()) {
+        return Ok(AckLine::Result(result));
+    }
+    match serde_json::from_str::<CopiedLine>(line.trim()) {
+        Ok(_) => Ok(AckLine::Copied),
+        Err(e) => Err(anyhow::anyhow!(
+            "the receiver's result is not a ckpt-restore result line ({e})"
+        )),
+    }
+}
+
+/// Reads ckpt-restore's result line; anything but a RUNNING container of this name is failure.
+pub fn read_result(mut ack: BufReader<File>, name: &str) -> anyhow::Result<RestoreResult> {
+    loop {
+        if let AckLine::Result(result) = read_line(&mut ack)? {
+            return check_result(result, name);
+        }
+    }
+}
+
+fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResult> {
+    if !result.ok || result.state != "RUNNING" || result.name != name {
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("state {}", result.state));
+        anyhow::bail!("the receiver could not restore {name}: {why}");
+    }
+    Ok(result)
+}
