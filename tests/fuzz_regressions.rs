@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ckpt_common::wire::{Entry, Kind, Sparse};
-use util::forge::{forge, forge_into, meta};
+use util::forge::{forge, forge_into, meta, unpack_fails};
 use util::{bin, Dir};
 
 /// Runs `ckpt-unpack ARGS` in `t`, writing `chunks` to its stdin with `pause` between them, and
@@ -165,11 +165,7 @@ fn directory_xattrs_are_not_held_until_the_end() {
 /// Runs `ckpt-unpack -C out` on `stream` and checks the refusal: exit 1, one stderr line holding
 /// `needle`, no panic, no out/ and no staging dir left.
 fn refused(t: &Dir, stream: Vec<u8>, needle: &str) {
-    t.cmd("ckpt-unpack")
-        .args(["-C", "out"])
-        .stdin(stream)
-        .fails(1)
-        .one_line_error(needle);
+    unpack_fails(t, stream, needle);
     let left: Vec<_> = std::fs::read_dir(t.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -84,3 +84,46 @@ fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResu
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    fn channel(lines: &str) -> BufReader<File> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(lines.as_bytes()).unwrap();
+        file.rewind().unwrap();
+        BufReader::new(file)
+    }
+
+    const RUNNING: &str = r#"{"ok":true,"name":"u1","lxcpath":"/l","host":"h2","state":"RUNNING","timings_ms":{"unpack":1,"restore":2,"total":3}}"#;
+
+    #[test]
+    fn the_copied_line_comes_before_the_result() {
+        let mut ack = channel(&format!("{{\"copied\":7}}\n{RUNNING}\n"));
+        await_copied(&mut ack, "u1").unwrap();
+        assert_eq!(read_result(ack, "u1").unwrap().host, "h2");
+        // A result that arrives while the sender waits for the copy is read all the same.
+        assert_eq!(
+            read_result(channel(&format!("{{\"copied\":7}}\n{RUNNING}\n")), "u1")
+                .unwrap()
+                .state,
+            "RUNNING"
+        );
+    }
+
+    #[test]
+    fn failures_end_of_input_and_strangers_are_errors() {
+        let failed = r#"{"ok":false,"name":"u1","lxcpath":"/l","host":"h2","state":"STOPPED","error":"name clash","timings_ms":{"unpack":1,"restore":0,"total":1}}"#;
+        let err = await_copied(&mut channel(&format!("{failed}\n")), "u1").unwrap_err();
+        assert!(
+            err.to_string().contains("could not restore u1: name clash"),
+            "{err}"
+        );
+        assert!(read_result(channel(&format!("{RUNNING}\n")), "u2").is_err());
+        let err = read_result(channel(""), "u1").unwrap_err();
+        assert!(err.to_string().contains("ended without reporting"), "{err}");
+        assert!(read_result(channel("hello\n"), "u1").is_err());
+    }
+}

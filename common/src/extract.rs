@@ -369,9 +369,7 @@ impl Extractor {
         }
         // No xattr call takes (dirfd, name) on every kernel: go through the parent's fd in /proc,
         // which names the already-resolved directory; the final component is not followed.
-        let via_proc = Path::new("/proc/self/fd")
-            .join(parent.as_raw_fd_string())
-            .join(name);
+        let via_proc = via_proc(parent, name);
         for (key, value) in self.xattrs(entry) {
             rustix::fs::lsetxattr(
                 &via_proc,
@@ -397,16 +395,13 @@ impl Extractor {
     }
 }
 
-/// Raw fd number as a path component.
-trait RawFdString {
-    fn as_raw_fd_string(&self) -> String;
-}
-
-impl RawFdString for BorrowedFd<'_> {
-    fn as_raw_fd_string(&self) -> String {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd().to_string()
-    }
+/// `name` in the already-resolved directory `parent`, as a path through /proc/self/fd: calls
+/// that take no (dirfd, name) pair can use it without resolving `parent` again.
+fn via_proc(parent: BorrowedFd<'_>, name: &OsStr) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    Path::new("/proc/self/fd")
+        .join(parent.as_raw_fd().to_string())
+        .join(name)
 }
 
 /// Device nodes, fifos and setuid/setgid files belong in a container's rootfs only: in container/
@@ -473,10 +468,7 @@ fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> anyhow::Result<OwnedFd> 
 /// the already-resolved parent, and the final component is not followed either.
 fn remove_at(parent: BorrowedFd<'_>, name: &OsStr, ty: FileType) -> anyhow::Result<()> {
     if ty == FileType::Directory {
-        let path = Path::new("/proc/self/fd")
-            .join(parent.as_raw_fd_string())
-            .join(name);
-        std::fs::remove_dir_all(&path).context("removing a replaced directory")
+        std::fs::remove_dir_all(via_proc(parent, name)).context("removing a replaced directory")
     } else {
         rustix::fs::unlinkat(parent, name, AtFlags::empty()).context("removing a replaced entry")
     }

@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::format::Copied;
 use crate::stats::RootfsChanges;
-use crate::stream::{bundle_path, tree_walk, StreamWriter};
+use crate::stream::{bundle_path, rel_path, tree_walk, StreamWriter};
 use crate::wire::{Entry, Kind, Mtime};
 
 /// A file whose ctime is this close to the moment it was copied may change again within the same
@@ -88,7 +88,7 @@ impl RootfsCopy {
             let Ok(meta) = item.metadata() else {
                 continue;
             };
-            let rel = rel_path(dir, item.path());
+            let rel = rel_path(dir, item.path()).to_vec();
             let stamp = Stamp::of(&meta);
             let fresh = !stamp.racy(now_ns());
             if stream.add_live_path(item.path(), bundle_path("rootfs", &rel))? {
@@ -120,7 +120,7 @@ impl RootfsCopy {
             let meta = item
                 .metadata()
                 .with_context(|| format!("reading {}", item.path().display()))?;
-            let rel = rel_path(&self.dir, item.path());
+            let rel = rel_path(&self.dir, item.path()).to_vec();
             let now = Stamp::of(&meta);
             let same = match self.copied.get(&rel) {
                 Some(Some(then)) => {
@@ -175,18 +175,10 @@ impl Changes {
             stream.append(&copy.dir.join(std::ffi::OsStr::from_bytes(rel)), &whiteout)?;
         }
         for path in &self.changed {
-            stream.add_path(path, bundle_path("rootfs", &rel_path(&copy.dir, path)))?;
+            stream.add_path(path, bundle_path("rootfs", rel_path(&copy.dir, path)))?;
         }
         Ok(())
     }
-}
-
-fn rel_path(dir: &Path, path: &Path) -> Vec<u8> {
-    path.strip_prefix(dir)
-        .unwrap_or(path)
-        .as_os_str()
-        .as_bytes()
-        .to_vec()
 }
 
 fn now_ns() -> i128 {

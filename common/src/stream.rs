@@ -91,12 +91,7 @@ impl<W: Write> StreamWriter<W> {
             if item.file_type().is_socket() {
                 continue;
             }
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(path)
-                .as_os_str()
-                .as_bytes();
-            self.add_path(path, bundle_path(root, rel))?;
+            self.add_path(path, bundle_path(root, rel_path(dir, path)))?;
         }
         Ok(())
     }
@@ -250,6 +245,14 @@ pub fn tree_walk(dir: &Path) -> WalkDir {
         .sort_by_file_name()
         .same_file_system(true)
         .follow_links(false)
+}
+
+/// `path` relative to `dir`, the directory it was found under, as bytes.
+pub fn rel_path<'p>(dir: &Path, path: &'p Path) -> &'p [u8] {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .as_os_str()
+        .as_bytes()
 }
 
 /// `root/rel` (or `root` for the root itself).

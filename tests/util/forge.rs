@@ -117,7 +117,7 @@ pub fn refused_keep_outside(t: &Dir, stream: Vec<u8>, needle: &str) {
 }
 
 /// `ckpt-unpack -C out` refuses `stream` with a one-line error naming `needle`, leaving no out/.
-fn unpack_fails(t: &Dir, stream: Vec<u8>, needle: &str) {
+pub fn unpack_fails(t: &Dir, stream: Vec<u8>, needle: &str) {
     t.cmd("ckpt-unpack")
         .args(["-C", "out"])
         .stdin(stream)
