@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 
+use crate::compress::ZstdSink;
 use crate::decoder::Decoded;
 use crate::error::usage;
 
@@ -167,7 +168,7 @@ const ZSTD_JOB: u32 = 1 << 20;
 /// The stream output, compressed or not. Call [`Sink::finish`]: it ends the zstd frame and flushes.
 pub enum Sink<W: Write> {
     Plain(io::BufWriter<W>),
-    Zstd(zstd::stream::write::Encoder<'static, io::BufWriter<W>>),
+    Zstd(ZstdSink<io::BufWriter<W>>),
 }
 
 impl<W: Write> Sink<W> {
@@ -175,14 +176,7 @@ impl<W: Write> Sink<W> {
         let buffered = io::BufWriter::with_capacity(STREAM_BUF, out);
         Ok(match compression {
             Compression::None => Sink::Plain(buffered),
-            Compression::Zstd(level) => {
-                let mut enc = zstd::stream::write::Encoder::new(buffered, level)?;
-                enc.include_checksum(true)?;
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-                enc.multithread(threads)?;
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
-                Sink::Zstd(enc)
-            }
+            Compression::Zstd(level) => Sink::Zstd(ZstdSink::new(buffered, level, ZSTD_JOB)?),
         })
     }
 

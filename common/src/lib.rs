@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bundle;
 pub mod checkpoint;
 pub mod compat;
+pub mod compress;
 pub mod criu;
 pub mod decoder;
 pub mod dump;
