@@ -1,6 +1,7 @@
 //! The tar layer of the stream: one entry model, a writer and a hostile-input-safe reader built on
 //! the `tar` crate's header type (the crate's own Builder/Archive are not used; see DESIGN.md).
 
+mod chain;
 mod pax;
 mod read;
 pub mod sparse;

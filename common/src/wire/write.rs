@@ -6,41 +6,42 @@ use std::io::{Read, Write};
 use anyhow::Context;
 use tar::{EntryType, Header};
 
+use super::chain::Chain;
 use super::{padded, pax, sparse, Entry, Kind, BLOCK};
 use crate::auth::Key;
 use crate::format::{Trailer, TRAILER_PATH};
 
+/// File data is read in pieces of this size: a piece stays in the CPU cache between the read that
+/// fills it and the write that sends it (1 MiB reads made ckpt-pack 15 % slower).
+const READ_CHUNK: u64 = 128 << 10;
 /// Largest value an 11-digit octal ustar field holds.
 const OCTAL_11: u64 = 0o77777777777;
 /// Largest value a 7-digit octal ustar field holds.
 const OCTAL_7: u64 = 0o7777777;
-/// Copy buffer size: large enough to keep syscalls and hashing efficient.
-const COPY_BUF: usize = 1 << 20;
 
 /// Streams entries out as tar. Call [`TarWriter::finish`]: dropping it writes no trailer, which a
 /// reader rejects, so a stream cut short can never pass for a complete one.
 pub struct TarWriter<W: Write> {
     out: W,
-    chain: blake3::Hasher,
+    chain: Chain,
     entries: u64,
     bytes: u64,
-    buf: Vec<u8>,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
         TarWriter {
             out,
-            chain: blake3::Hasher::new(),
+            chain: Chain::new(),
             entries: 0,
             bytes: 0,
-            buf: vec![0; COPY_BUF],
         }
     }
 
     /// Writes one entry. `data` must yield at least `entry.data_size()` bytes (for a sparse file: its
-    /// data segments, concatenated). Returns the BLAKE3 hash of the entry's data area.
-    pub fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> anyhow::Result<blake3::Hash> {
+    /// data segments, concatenated). The data is read straight into the chain's buffers. After an
+    /// error the stream is broken: drop the writer.
+    pub fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> anyhow::Result<()> {
         let map = match &entry.kind {
             Kind::File {
                 sparse: Some(s), ..
@@ -50,28 +51,26 @@ impl<W: Write> TarWriter<W> {
         let area = map.len() as u64 + entry.data_size();
         let headers = header_blocks(entry, area)?;
         self.out.write_all(&headers)?;
-        self.chain.update(&headers);
+        self.chain.header(&headers)?;
 
-        let mut content = blake3::Hasher::new();
         self.out.write_all(&map)?;
-        content.update(&map);
+        self.chain.data(&map)?;
         let mut left = entry.data_size();
         while left > 0 {
-            let want = left.min(self.buf.len() as u64) as usize;
-            let got = data.read(&mut self.buf[..want])?;
+            let room = self.chain.room(left.min(READ_CHUNK) as usize)?;
+            let got = data.read(room)?;
             if got == 0 {
                 anyhow::bail!("file shrank while being read ({left} bytes missing)");
             }
-            content.update(&self.buf[..got]);
-            self.out.write_all(&self.buf[..got])?;
+            self.out.write_all(&room[..got])?;
+            self.chain.filled(got);
             left -= got as u64;
         }
         self.write_padding(area)?;
-        let hash = content.finalize();
-        self.chain.update(hash.as_bytes());
+        self.chain.end_entry();
         self.entries += 1;
         self.bytes += area;
-        Ok(hash)
+        Ok(())
     }
 
     /// Sum of the data areas written so far.
@@ -91,7 +90,8 @@ impl<W: Write> TarWriter<W> {
 
     /// Like [`TarWriter::finish`], with a MAC in the trailer when `key` is given.
     pub fn finish_with(mut self, key: Option<&Key>) -> anyhow::Result<(W, Trailer)> {
-        let digest = format!("blake3:{}", self.chain.finalize().to_hex());
+        let chain = std::mem::take(&mut self.chain).finish()?;
+        let digest = format!("blake3:{}", chain.to_hex());
         let mac = key.map(|k| k.mac(&digest, self.entries, self.bytes));
         let trailer = Trailer {
             entries: self.entries,

@@ -1,0 +1,276 @@
+//! The stream's BLAKE3 chain (every header byte, then each entry's data hash), computed on a
+//! thread of its own: the writer reads file data straight into shared batch buffers, writes it out
+//! from there and hands the buffer over, so hashing overlaps reading and writing without a copy
+//! and without a hand-off per entry.
+
+use std::ops::Range;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use anyhow::Context;
+
+/// Size of a batch buffer.
+const BATCH: usize = 1 << 20;
+/// Batches in flight: one being hashed, one being filled, one spare.
+const BATCHES: usize = 3;
+/// A batch with less room than this is handed over rather than filled with small reads.
+const MIN_ROOM: usize = 64 << 10;
+
+/// What the bytes of a batch are.
+enum Item {
+    Header(Range<usize>),
+    Data(Range<usize>),
+    EndEntry,
+}
+
+/// A buffer of [`BATCH`] bytes, the first `used` of them described by `items`.
+struct Batch {
+    buf: Vec<u8>,
+    used: usize,
+    items: Vec<Item>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            buf: vec![0; BATCH],
+            used: 0,
+            items: Vec::new(),
+        }
+    }
+
+    fn room(&self) -> usize {
+        BATCH - self.used
+    }
+}
+
+enum Job {
+    Hash(Batch),
+    Finish,
+}
+
+enum Done {
+    Batch(Batch),
+    Chain(blake3::Hash),
+}
+
+/// The chain of a stream being written. Per entry: [`Chain::header`], data through
+/// [`Chain::room`] and [`Chain::filled`] (or [`Chain::data`]), then [`Chain::end_entry`].
+pub struct Chain {
+    batch: Batch,
+    spare: Vec<Batch>,
+    thread: Option<(SyncSender<Job>, Receiver<Done>)>,
+}
+
+impl Chain {
+    pub fn new() -> Chain {
+        Chain {
+            batch: Batch::new(),
+            spare: Vec::new(),
+            thread: None,
+        }
+    }
+
+    /// Header bytes of the next entry.
+    pub fn header(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.copy(bytes, Item::Header)
+    }
+
+    /// Data bytes not read through [`Chain::room`] (a sparse map).
+    pub fn data(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.copy(bytes, Item::Data)
+    }
+
+    /// Room for up to `want` (> 0) data bytes of the current entry, to read into; then call
+    /// [`Chain::filled`] with how many were.
+    pub fn room(&mut self, want: usize) -> anyhow::Result<&mut [u8]> {
+        if self.batch.room() < want.min(MIN_ROOM) {
+            self.hand_over()?;
+        }
+        let start = self.batch.used;
+        Ok(&mut self.batch.buf[start..BATCH.min(start + want)])
+    }
+
+    /// The first `n` bytes of the last [`Chain::room`] hold data.
+    pub fn filled(&mut self, n: usize) {
+        let start = self.batch.used;
+        self.batch.used += n;
+        self.push(Item::Data(start..start + n));
+    }
+
+    /// Ends the current entry: its data hash goes into the chain.
+    pub fn end_entry(&mut self) {
+        self.batch.items.push(Item::EndEntry);
+    }
+
+    /// The chain's hash once every batch is hashed.
+    pub fn finish(mut self) -> anyhow::Result<blake3::Hash> {
+        if self.thread.is_none() {
+            // Nothing was ever handed over: hash here rather than start a thread.
+            let mut hasher = Hasher::default();
+            hasher.hash(&self.batch);
+            return Ok(hasher.chain.finalize());
+        }
+        self.hand_over()?;
+        let (jobs, done) = self.thread.as_ref().ok_or_else(ended)?;
+        jobs.send(Job::Finish).map_err(|_| ended())?;
+        loop {
+            match done.recv().map_err(|_| ended())? {
+                Done::Batch(_) => {}
+                Done::Chain(hash) => return Ok(hash),
+            }
+        }
+    }
+
+    fn copy(&mut self, bytes: &[u8], item: fn(Range<usize>) -> Item) -> anyhow::Result<()> {
+        for piece in bytes.chunks(BATCH) {
+            if self.batch.room() < piece.len() {
+                self.hand_over()?;
+            }
+            let start = self.batch.used;
+            self.batch.used += piece.len();
+            self.batch.buf[start..self.batch.used].copy_from_slice(piece);
+            self.push(item(start..self.batch.used));
+        }
+        Ok(())
+    }
+
+    /// Adds an item, merging data with the data just before it.
+    fn push(&mut self, item: Item) {
+        if let (Item::Data(next), Some(Item::Data(last))) = (&item, self.batch.items.last_mut()) {
+            if last.end == next.start {
+                last.end = next.end;
+                return;
+            }
+        }
+        self.batch.items.push(item);
+    }
+
+    /// Sends the current batch to the thread and takes an empty one.
+    fn hand_over(&mut self) -> anyhow::Result<()> {
+        if self.thread.is_none() {
+            self.thread = Some(spawn()?);
+            self.spare = (1..BATCHES).map(|_| Batch::new()).collect();
+        }
+        let (jobs, done) = self.thread.as_ref().ok_or_else(ended)?;
+        let next = match self.spare.pop() {
+            Some(batch) => batch,
+            None => match done.recv().map_err(|_| ended())? {
+                Done::Batch(batch) => batch,
+                Done::Chain(_) => anyhow::bail!("internal: hashing thread out of step"),
+            },
+        };
+        let full = std::mem::replace(&mut self.batch, next);
+        jobs.send(Job::Hash(full)).map_err(|_| ended())?;
+        self.batch.used = 0;
+        self.batch.items.clear();
+        Ok(())
+    }
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+/// The hashing state, on whichever thread hashes.
+#[derive(Default)]
+struct Hasher {
+    chain: blake3::Hasher,
+    content: blake3::Hasher,
+}
+
+impl Hasher {
+    fn hash(&mut self, batch: &Batch) {
+        for item in &batch.items {
+            match item {
+                Item::Header(r) => _ = self.chain.update(&batch.buf[r.clone()]),
+                Item::Data(r) => _ = self.content.update(&batch.buf[r.clone()]),
+                Item::EndEntry => {
+                    self.chain.update(self.content.finalize().as_bytes());
+                    self.content.reset();
+                }
+            }
+        }
+    }
+}
+
+fn spawn() -> anyhow::Result<(SyncSender<Job>, Receiver<Done>)> {
+    let (jobs, todo) = mpsc::sync_channel::<Job>(BATCHES);
+    let (back, done) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("ckpt-blake3".into())
+        .spawn(move || {
+            let mut hasher = Hasher::default();
+            for job in todo {
+                let reply = match job {
+                    Job::Hash(batch) => {
+                        hasher.hash(&batch);
+                        Done::Batch(batch)
+                    }
+                    Job::Finish => Done::Chain(hasher.chain.finalize()),
+                };
+                if back.send(reply).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the hashing thread")?;
+    Ok((jobs, done))
+}
+
+fn ended() -> anyhow::Error {
+    anyhow::anyhow!("internal: the hashing thread ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chain computed directly: headers, then each entry's data hash.
+    fn expected(entries: &[(&[u8], &[u8])]) -> blake3::Hash {
+        let mut chain = blake3::Hasher::new();
+        for (header, data) in entries {
+            chain.update(header);
+            chain.update(blake3::hash(data).as_bytes());
+        }
+        chain.finalize()
+    }
+
+    /// Feeds `entries` to a Chain, reading data in pieces of at most `piece` bytes.
+    fn chained(entries: &[(&[u8], &[u8])], piece: usize) -> blake3::Hash {
+        let mut chain = Chain::new();
+        for (header, data) in entries {
+            chain.header(header).unwrap();
+            for part in data.chunks(piece) {
+                let room = chain.room(part.len()).unwrap();
+                let n = room.len().min(part.len());
+                room[..n].copy_from_slice(&part[..n]);
+                chain.filled(n);
+                if n < part.len() {
+                    chain.data(&part[n..]).unwrap();
+                }
+            }
+            chain.end_entry();
+        }
+        chain.finish().unwrap()
+    }
+
+    #[test]
+    fn matches_the_chain_hashed_directly() {
+        let big: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let header = [b'h'; 512];
+        let small: Vec<(&[u8], &[u8])> = (0..3000).map(|i| (&header[..], &big[i..i * 3])).collect();
+        let cases: [Vec<(&[u8], &[u8])>; 4] = [
+            vec![],
+            vec![(&header, b"")],
+            vec![(&header, &big), (&header, b"x"), (&header, &big[1..])],
+            small,
+        ];
+        for entries in &cases {
+            for piece in [1 << 20, 100_000, 777] {
+                assert_eq!(chained(entries, piece), expected(entries), "piece {piece}");
+            }
+        }
+    }
+}
