@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
+use std::io::BufRead;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -19,9 +19,6 @@ use crate::error::bad_stream;
 use crate::format::{classify, is_whiteout, EntryPath, ROOTS};
 use crate::wire::{Entry, Kind};
 
-/// Write buffer for file data.
-const BUF: usize = 1 << 20;
-
 pub struct Extractor {
     base: OwnedFd,
     roots: Vec<(&'static str, OwnedFd)>,
@@ -30,7 +27,6 @@ pub struct Extractor {
     as_root: bool,
     /// After `copied.json`: `rootfs/` entries replace what is there, whiteouts delete.
     changes: bool,
-    buf: Vec<u8>,
 }
 
 impl Extractor {
@@ -48,7 +44,6 @@ impl Extractor {
             dirs: Vec::new(),
             as_root: rustix::process::geteuid().is_root(),
             changes: false,
-            buf: vec![0; BUF],
         })
     }
 
@@ -63,7 +58,7 @@ impl Extractor {
         root: &'static str,
         rel: &[u8],
         entry: &Entry,
-        data: &mut dyn Read,
+        data: &mut dyn BufRead,
     ) -> anyhow::Result<()> {
         self.extract_inner(root, rel, entry, data)
             .with_context(|| format!("extracting {:?}", String::from_utf8_lossy(&entry.path)))
@@ -74,7 +69,7 @@ impl Extractor {
         root: &'static str,
         rel: &[u8],
         entry: &Entry,
-        data: &mut dyn Read,
+        data: &mut dyn BufRead,
     ) -> anyhow::Result<()> {
         refuse_special_outside_rootfs(root, entry)?;
         let replacing = self.changes && root == "rootfs";
@@ -112,10 +107,10 @@ impl Extractor {
                     Some(map) => {
                         file.set_len(map.real_size)?;
                         for &(offset, len) in &map.segments {
-                            copy_at(data, &file, offset, len, &mut self.buf)?;
+                            copy_at(data, &file, offset, len)?;
                         }
                     }
-                    None => copy_at(data, &file, 0, entry.data_size(), &mut self.buf)?,
+                    None => copy_at(data, &file, 0, entry.data_size())?,
                 }
                 self.apply_fd(file.as_fd(), entry)?;
             }
@@ -490,23 +485,18 @@ fn created(e: Errno) -> anyhow::Error {
     }
 }
 
-fn copy_at(
-    data: &mut dyn Read,
-    file: &File,
-    offset: u64,
-    len: u64,
-    buf: &mut [u8],
-) -> anyhow::Result<()> {
+fn copy_at(data: &mut dyn BufRead, file: &File, offset: u64, len: u64) -> anyhow::Result<()> {
     let mut done = 0;
     while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let got = data.read(&mut buf[..want])?;
-        if got == 0 {
+        let chunk = data.fill_buf()?;
+        if chunk.is_empty() {
             return Err(bad_stream("entry data ends early"));
         }
-        file.write_all_at(&buf[..got], offset + done)
+        let n = chunk.len().min((len - done) as usize);
+        file.write_all_at(&chunk[..n], offset + done)
             .context("writing file data")?;
-        done += got as u64;
+        data.consume(n);
+        done += n as u64;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! A ckpt stream over the tar layer: the manifest first, the bundle roots, the sealed trailer last.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -203,6 +203,11 @@ impl StreamReader {
         })
     }
 
+    /// Hashes on this thread, so that [`StreamReader::finish_entry`] returns each entry's hash.
+    pub fn hash_here(&mut self) {
+        self.tar.hash_here();
+    }
+
     /// Decompresses the rest on a thread of its own (see [`Decoded::decode_in_background`]).
     pub fn decode_in_background(&mut self) {
         self.tar.get_mut().decode_in_background();
@@ -228,11 +233,11 @@ impl StreamReader {
     }
 
     /// The current entry's data.
-    pub fn data(&mut self) -> impl Read + '_ {
+    pub fn data(&mut self) -> impl BufRead + '_ {
         self.tar.data()
     }
 
-    /// Ends the current entry and returns the hash of its data.
+    /// Ends the current entry; returns the hash of its data after [`StreamReader::hash_here`].
     pub fn finish_entry(&mut self) -> anyhow::Result<Option<blake3::Hash>> {
         self.tar.finish_entry()
     }

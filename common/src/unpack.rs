@@ -101,6 +101,7 @@ pub fn verify(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
 }
 
 fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
+    reader.hash_here();
     let mut out = io::BufWriter::new(io::stdout().lock());
     write_manifest_summary(&mut out, &reader.manifest)?;
     loop {
@@ -109,9 +110,9 @@ fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
                 io::copy(&mut reader.data(), &mut io::sink())?;
                 let hash = reader
                     .finish_entry()?
-                    .map(|h| h.to_hex().to_string())
+                    .map(|h| h.to_hex())
                     .unwrap_or_default();
-                writeln!(out, "{}", entry_line(&entry, &hash[..16]))?;
+                writeln!(out, "{}", entry_line(&entry, hash.get(..16).unwrap_or("-")))?;
             }
             Item::Copied(copied) => writeln!(
                 out,

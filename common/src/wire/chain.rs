@@ -1,7 +1,6 @@
 //! The stream's BLAKE3 chain (every header byte, then each entry's data hash), computed on a
-//! thread of its own: the writer reads file data straight into shared batch buffers, writes it out
-//! from there and hands the buffer over, so hashing overlaps reading and writing without a copy
-//! and without a hand-off per entry.
+//! thread of its own: the writer and the reader put the bytes into batch buffers and hand a full
+//! batch over, so hashing overlaps reading and writing, with one hand-off per MiB, not per entry.
 
 use std::ops::Range;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -53,12 +52,14 @@ enum Done {
     Chain(blake3::Hash),
 }
 
-/// The chain of a stream being written. Per entry: [`Chain::header`], data through
-/// [`Chain::room`] and [`Chain::filled`] (or [`Chain::data`]), then [`Chain::end_entry`].
+/// The chain of a stream. Per entry: [`Chain::header`], data through [`Chain::room`] and
+/// [`Chain::filled`] (or [`Chain::data`]), then [`Chain::end_entry`].
 pub struct Chain {
     batch: Batch,
     spare: Vec<Batch>,
     thread: Option<(SyncSender<Job>, Receiver<Done>)>,
+    /// Set by [`Chain::hash_here`]: no thread, and each entry's hash is known at its end.
+    here: Option<Hasher>,
 }
 
 impl Chain {
@@ -67,7 +68,15 @@ impl Chain {
             batch: Batch::new(),
             spare: Vec::new(),
             thread: None,
+            here: None,
         }
+    }
+
+    /// Hashes on the calling thread from now on, so that [`Chain::end_entry`] returns each
+    /// entry's data hash (for listings). Call it before the first batch is full.
+    pub fn hash_here(&mut self) {
+        debug_assert!(self.thread.is_none(), "hash_here after a hand-over");
+        self.here.get_or_insert_with(Hasher::default);
     }
 
     /// Header bytes of the next entry.
@@ -90,23 +99,36 @@ impl Chain {
         Ok(&mut self.batch.buf[start..BATCH.min(start + want)])
     }
 
-    /// The first `n` bytes of the last [`Chain::room`] hold data.
-    pub fn filled(&mut self, n: usize) {
+    /// The first `n` bytes of the last [`Chain::room`] hold data: where they are, for
+    /// [`Chain::get`] (valid until the next call to `room`).
+    pub fn filled(&mut self, n: usize) -> Range<usize> {
         let start = self.batch.used;
         self.batch.used += n;
         self.push(Item::Data(start..start + n));
+        start..start + n
     }
 
-    /// Ends the current entry: its data hash goes into the chain.
-    pub fn end_entry(&mut self) {
+    /// Bytes put in by [`Chain::filled`].
+    pub fn get(&self, at: Range<usize>) -> &[u8] {
+        &self.batch.buf[at]
+    }
+
+    /// Ends the current entry: its data hash goes into the chain, and is returned after
+    /// [`Chain::hash_here`].
+    pub fn end_entry(&mut self) -> Option<blake3::Hash> {
         self.batch.items.push(Item::EndEntry);
+        let here = self.here.as_mut()?;
+        here.hash(&self.batch);
+        self.batch.used = 0;
+        self.batch.items.clear();
+        here.last
     }
 
     /// The chain's hash once every batch is hashed.
     pub fn finish(mut self) -> anyhow::Result<blake3::Hash> {
         if self.thread.is_none() {
-            // Nothing was ever handed over: hash here rather than start a thread.
-            let mut hasher = Hasher::default();
+            // Hashing here, or nothing was ever handed over: no thread is worth starting.
+            let mut hasher = self.here.take().unwrap_or_default();
             hasher.hash(&self.batch);
             return Ok(hasher.chain.finalize());
         }
@@ -145,8 +167,14 @@ impl Chain {
         self.batch.items.push(item);
     }
 
-    /// Sends the current batch to the thread and takes an empty one.
+    /// Sends the current batch to the thread (or hashes it here) and takes an empty one.
     fn hand_over(&mut self) -> anyhow::Result<()> {
+        if let Some(here) = self.here.as_mut() {
+            here.hash(&self.batch);
+            self.batch.used = 0;
+            self.batch.items.clear();
+            return Ok(());
+        }
         if self.thread.is_none() {
             self.thread = Some(spawn()?);
             self.spare = (1..BATCHES).map(|_| Batch::new()).collect();
@@ -178,6 +206,8 @@ impl Default for Chain {
 struct Hasher {
     chain: blake3::Hasher,
     content: blake3::Hasher,
+    /// The data hash of the last entry ended.
+    last: Option<blake3::Hash>,
 }
 
 impl Hasher {
@@ -187,8 +217,10 @@ impl Hasher {
                 Item::Header(r) => _ = self.chain.update(&batch.buf[r.clone()]),
                 Item::Data(r) => _ = self.content.update(&batch.buf[r.clone()]),
                 Item::EndEntry => {
-                    self.chain.update(self.content.finalize().as_bytes());
+                    let hash = self.content.finalize();
+                    self.chain.update(hash.as_bytes());
                     self.content.reset();
+                    self.last = Some(hash);
                 }
             }
         }
@@ -237,21 +269,27 @@ mod tests {
         chain.finalize()
     }
 
-    /// Feeds `entries` to a Chain, reading data in pieces of at most `piece` bytes.
-    fn chained(entries: &[(&[u8], &[u8])], piece: usize) -> blake3::Hash {
+    /// Feeds `entries` to a Chain, reading data in pieces of at most `piece` bytes; `here`: on
+    /// this thread, checking each entry's hash.
+    fn chained(entries: &[(&[u8], &[u8])], piece: usize, here: bool) -> blake3::Hash {
         let mut chain = Chain::new();
+        if here {
+            chain.hash_here();
+        }
         for (header, data) in entries {
             chain.header(header).unwrap();
             for part in data.chunks(piece) {
                 let room = chain.room(part.len()).unwrap();
                 let n = room.len().min(part.len());
                 room[..n].copy_from_slice(&part[..n]);
-                chain.filled(n);
+                let at = chain.filled(n);
+                assert_eq!(chain.get(at), &part[..n]);
                 if n < part.len() {
                     chain.data(&part[n..]).unwrap();
                 }
             }
-            chain.end_entry();
+            let hash = chain.end_entry();
+            assert_eq!(hash, here.then(|| blake3::hash(data)));
         }
         chain.finish().unwrap()
     }
@@ -268,8 +306,17 @@ mod tests {
             small,
         ];
         for entries in &cases {
-            for piece in [1 << 20, 100_000, 777] {
-                assert_eq!(chained(entries, piece), expected(entries), "piece {piece}");
+            for (piece, here) in [
+                (1 << 20, false),
+                (100_000, false),
+                (777, false),
+                (777, true),
+            ] {
+                assert_eq!(
+                    chained(entries, piece, here),
+                    expected(entries),
+                    "piece {piece}"
+                );
             }
         }
     }

@@ -1,15 +1,19 @@
 //! Reads a stream's tar entries as hostile input: every header checksummed, only known entry types
 //! and pax keys, zero padding, sizes that agree, and the trailer's count and digest checked at the end.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
+use std::ops::Range;
 
 use tar::{EntryType, Header};
 
+use super::chain::Chain;
 use super::{padded, pax, sparse, Entry, Kind, Mtime, BLOCK};
 use crate::auth::Key;
 use crate::error::bad_stream;
 use crate::format::{Trailer, MAX_JSON_SIZE, TRAILER_PATH};
 
+/// Entry data is read in pieces of this size (see the writer's `READ_CHUNK`).
+const READ_CHUNK: u64 = 128 << 10;
 /// Largest pax extended header accepted (paths, links and every xattr of one entry).
 const MAX_PAX: u64 = 1 << 20;
 
@@ -25,7 +29,7 @@ pub enum Next {
 
 pub struct TarReader<R: Read> {
     inner: R,
-    chain: blake3::Hasher,
+    chain: Chain,
     entries: u64,
     bytes: u64,
     /// The entry whose data is being read, if any.
@@ -40,14 +44,15 @@ struct Open {
     path: Vec<u8>,
     left: u64,
     area: u64,
-    content: blake3::Hasher,
+    /// Data read into the chain's buffer and not yet consumed.
+    unread: Range<usize>,
 }
 
 impl<R: Read> TarReader<R> {
     pub fn new(inner: R) -> Self {
         TarReader {
             inner,
-            chain: blake3::Hasher::new(),
+            chain: Chain::new(),
             entries: 0,
             bytes: 0,
             current: None,
@@ -59,6 +64,13 @@ impl<R: Read> TarReader<R> {
     /// The input, e.g. to change how it is read.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+
+    /// Hashes on this thread, so that [`TarReader::finish_entry`] returns each entry's data hash
+    /// (for listings; otherwise hashing runs on a thread of its own). Call it before any entry
+    /// data is read.
+    pub fn hash_here(&mut self) {
+        self.chain.hash_here();
     }
 
     /// Requires the stream to be authenticated with `key`.
@@ -83,13 +95,13 @@ impl<R: Read> TarReader<R> {
             self.ended = true;
             return Ok(Next::End(trailer));
         }
-        self.chain.update(&raw);
+        self.chain.header(&raw)?;
         let area = entry.data_size();
         self.current = Some(Open {
             path: entry.path.clone(),
             left: area,
             area,
-            content: blake3::Hasher::new(),
+            unread: 0..0,
         });
         match pax_sparse {
             Some(real_size) => self.read_sparse_map(entry, real_size).map(Next::Entry),
@@ -103,51 +115,71 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Ends the current entry: drains unread data, checks the padding, and returns the hash of the
-    /// entry's data area (None when no entry was open).
+    /// entry's data area (after [`TarReader::hash_here`]; otherwise, or when no entry was open,
+    /// None).
     pub fn finish_entry(&mut self) -> anyhow::Result<Option<blake3::Hash>> {
         if self.current.is_none() {
             return Ok(None);
         }
-        // Skipped data is still read and hashed, in pieces large enough for BLAKE3's SIMD.
-        let left = self.current.as_ref().map_or(0, |open| open.left);
-        if left > 0 {
-            let mut buf = vec![0u8; left.min(1 << 16) as usize];
-            while self.data().read(&mut buf)? > 0 {}
+        // Skipped data is still read and hashed.
+        loop {
+            let n = self.fill()?.len();
+            if n == 0 {
+                break;
+            }
+            self.consume(n);
         }
         let Some(open) = self.current.take() else {
             return Ok(None);
         };
         let pad = padded(open.area) - open.area;
         self.read_zeros(pad as usize, "entry padding")?;
-        let hash = open.content.finalize();
-        self.chain.update(hash.as_bytes());
+        let hash = self.chain.end_entry();
         self.entries += 1;
         self.bytes += open.area;
-        Ok(Some(hash))
+        Ok(hash)
+    }
+
+    /// The current entry's next data bytes, read straight into the chain's buffer; empty at
+    /// the end of the entry's data.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        let Some(open) = self.current.as_mut() else {
+            return Ok(&[]);
+        };
+        if open.unread.is_empty() && open.left > 0 {
+            let room = self
+                .chain
+                .room(open.left.min(READ_CHUNK) as usize)
+                .map_err(io::Error::other)?;
+            let got = self.inner.read(room)?;
+            if got == 0 {
+                let path = String::from_utf8_lossy(&open.path);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "bad stream: truncated inside entry {path:?} ({} bytes missing)",
+                        open.left
+                    ),
+                ));
+            }
+            open.unread = self.chain.filled(got);
+            open.left -= got as u64;
+        }
+        Ok(self.chain.get(open.unread.clone()))
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Some(open) = self.current.as_mut() {
+            open.unread.start += n.min(open.unread.len());
+        }
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(open) = self.current.as_mut() else {
-            return Ok(0);
-        };
-        if open.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = open.left.min(buf.len() as u64) as usize;
-        let got = self.inner.read(&mut buf[..want])?;
-        if got == 0 {
-            let path = String::from_utf8_lossy(&open.path);
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "bad stream: truncated inside entry {path:?} ({} bytes missing)",
-                    open.left
-                ),
-            ));
-        }
-        open.content.update(&buf[..got]);
-        open.left -= got as u64;
-        Ok(got)
+        let chunk = self.fill()?;
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
+        Ok(n)
     }
 
     /// Reads header blocks up to and including the entry's own header. Returns the raw bytes (for
@@ -244,7 +276,8 @@ impl<R: Read> TarReader<R> {
                 trailer.entries, self.entries
             )));
         }
-        let digest = format!("blake3:{}", self.chain.finalize().to_hex());
+        let chain = std::mem::take(&mut self.chain).finish()?;
+        let digest = format!("blake3:{}", chain.to_hex());
         if trailer.digest != digest || trailer.bytes != self.bytes {
             return Err(bad_stream(
                 "digest mismatch: the stream was altered or corrupted in transit",
@@ -311,6 +344,17 @@ pub struct Data<'a, R: Read> {
 impl<R: Read> Read for Data<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read_data(buf)
+    }
+}
+
+/// Without a copy: the bytes are borrowed from the buffer the chain hashes.
+impl<R: Read> BufRead for Data<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.reader.fill()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
     }
 }
 

@@ -62,8 +62,8 @@ impl<W: Write> TarWriter<W> {
             if got == 0 {
                 anyhow::bail!("file shrank while being read ({left} bytes missing)");
             }
-            self.out.write_all(&room[..got])?;
-            self.chain.filled(got);
+            let at = self.chain.filled(got);
+            self.out.write_all(self.chain.get(at))?;
             left -= got as u64;
         }
         self.write_padding(area)?;
