@@ -117,10 +117,14 @@ pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
     }
 }
 
+/// Input buffer: headers and small files are read through it; larger reads (entry data, zstd's
+/// input) bypass it and go straight from the pipe into their buffer, without a copy.
+const INPUT_BUF: usize = 64 << 10;
+
 /// Wraps `input` in a zstd decoder when it starts with the zstd magic. The decoder reads every
 /// frame to the true end of input and checks frame checksums.
 pub fn decompress(input: Box<dyn Read + Send>) -> anyhow::Result<Decoded> {
-    let mut buffered = BufReader::with_capacity(STREAM_BUF, input);
+    let mut buffered = BufReader::with_capacity(INPUT_BUF, input);
     // The first 4 bytes, however many reads of a pipe they take to arrive, then put back in front.
     let mut head = [0u8; 4];
     let mut got = 0;
