@@ -26,6 +26,11 @@ const RAW_BLOCK: usize = 128 << 10;
 /// (descriptor 0x00, window descriptor exponent 7 = 2^17): enough for raw blocks of [`RAW_BLOCK`].
 const RAW_FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
 
+/// zstd's worker threads: one per core.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Which frame the output is in the middle of.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Frame {
@@ -56,12 +61,11 @@ pub struct ZstdSink<W: Write> {
 impl<W: Write> ZstdSink<W> {
     /// A writer compressing at `level` on one worker per core, in jobs of `job_size` bytes.
     pub fn new(out: W, level: i32, job_size: u32) -> io::Result<ZstdSink<W>> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         let mut cctx = CCtx::try_create().ok_or_else(|| io::Error::other("zstd: out of memory"))?;
         for param in [
             CParameter::CompressionLevel(level),
             CParameter::ChecksumFlag(true),
-            CParameter::NbWorkers(workers),
+            CParameter::NbWorkers(workers() as u32),
             CParameter::JobSize(job_size),
         ] {
             cctx.set_parameter(param).map_err(zstd_error)?;

@@ -42,6 +42,17 @@ impl Decoded {
         }
     }
 
+    /// Whether the input is compressed (and so worth a thread, see `decode_in_background`).
+    pub fn is_compressed(&self) -> bool {
+        matches!(
+            self.source,
+            Source::Inline {
+                compressed: true,
+                ..
+            } | Source::Thread(_)
+        )
+    }
+
     /// Moves decompression to a thread from here on. Call it once this process has forked
     /// whatever it forks (a guard must be forked while the process has one thread).
     pub fn decode_in_background(&mut self) {

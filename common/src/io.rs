@@ -220,6 +220,16 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+impl Compression {
+    /// Threads the compressor keeps busy besides the caller's.
+    pub fn threads(&self) -> usize {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd(_) => crate::compress::workers(),
+        }
+    }
+}
+
 /// A path given by the user, kept for messages.
 pub fn shown(path: Option<&PathBuf>, default: &str) -> String {
     path.map_or_else(|| default.to_string(), |p| p.display().to_string())

@@ -156,7 +156,12 @@ pub fn open_stream<W: Write>(
     progress: &Progress,
 ) -> anyhow::Result<Outgoing<W>> {
     let sink = Sink::new(out, compression)?;
-    StreamWriter::new(Counted::writer(sink, progress), manifest, key)
+    StreamWriter::new(
+        Counted::writer(sink, progress),
+        manifest,
+        key,
+        compression.threads(),
+    )
 }
 
 /// Seals a stream and finishes every layer, so a success means every byte reached the output.

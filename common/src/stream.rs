@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::fsmeta::{self, LinkTracker};
 use crate::io::decompress;
-use crate::wire::{Entry, Kind, Mtime, Next, TarReader, TarWriter};
+use crate::wire::{core_to_spare, Entry, Kind, Mtime, Next, TarReader, TarWriter};
 
 /// Writes a stream: construct it (writes the manifest), add trees, then [`StreamWriter::finish`].
 pub struct StreamWriter<W: Write> {
@@ -26,10 +26,20 @@ pub struct StreamWriter<W: Write> {
 }
 
 impl<W: Write> StreamWriter<W> {
-    /// Starts a stream; with a `key`, its trailer carries a MAC.
-    pub fn new(out: W, manifest: &Manifest, key: Option<Key>) -> anyhow::Result<StreamWriter<W>> {
+    /// Starts a stream; with a `key`, its trailer carries a MAC. `busy`: threads `out` keeps
+    /// busy (zstd's workers), which decides where hashing runs.
+    pub fn new(
+        out: W,
+        manifest: &Manifest,
+        key: Option<Key>,
+        busy: usize,
+    ) -> anyhow::Result<StreamWriter<W>> {
+        let mut tar = TarWriter::new(out);
+        if !core_to_spare(busy) {
+            tar.hash_here();
+        }
         let mut stream = StreamWriter {
-            tar: TarWriter::new(out),
+            tar,
             links: LinkTracker::default(),
             key,
         };
@@ -184,7 +194,12 @@ pub struct StreamReader {
 impl StreamReader {
     /// Opens a stream; with a `key`, only a stream with a valid MAC for it verifies.
     pub fn open(input: Box<dyn Read + Send>, key: Option<Key>) -> anyhow::Result<StreamReader> {
-        let mut tar = TarReader::new(decompress(input)?).with_key(key);
+        let decoded = decompress(input)?;
+        let busy = usize::from(decoded.is_compressed());
+        let mut tar = TarReader::new(decoded).with_key(key);
+        if !core_to_spare(busy) {
+            tar.hash_here();
+        }
         let entry = match tar.next_entry()? {
             Next::Entry(entry) if entry.path == MANIFEST_PATH.as_bytes() => entry,
             _ => {

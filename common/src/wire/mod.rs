@@ -7,6 +7,7 @@ mod read;
 pub mod sparse;
 mod write;
 
+pub use chain::core_to_spare;
 pub use read::{Next, TarReader};
 pub use write::TarWriter;
 

@@ -38,6 +38,11 @@ impl<W: Write> TarWriter<W> {
         }
     }
 
+    /// Hashes on the calling thread instead of a thread of its own (see [`super::core_to_spare`]).
+    pub fn hash_here(&mut self) {
+        self.chain.hash_here();
+    }
+
     /// Writes one entry. `data` must yield at least `entry.data_size()` bytes (for a sparse file: its
     /// data segments, concatenated). The data is read straight into the chain's buffers. After an
     /// error the stream is broken: drop the writer.
