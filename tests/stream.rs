@@ -22,6 +22,11 @@ fn bundle(dir: &Path) {
     fs::write(dir.join("images/inventory.img"), [1, 2, 3]).unwrap();
 }
 
+/// The stream ckpt-pack writes with `args`, which must succeed.
+fn packed(t: &Dir, args: &[&str]) -> Vec<u8> {
+    t.cmd("ckpt-pack").args(args).ok().stdout().to_vec()
+}
+
 fn setxattr(path: &Path, name: &str, value: &[u8]) {
     rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
         .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
@@ -343,13 +348,8 @@ fn zstd_streams_round_trip_and_are_checked() {
     let t = Dir::new("zstd");
     bundle(&t.join("b"));
     fs::write(t.join("b/rootfs/big"), "compressible ".repeat(100_000)).unwrap();
-    let plain = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
-    let z = t
-        .cmd("ckpt-pack")
-        .args(["b", "--compress", "zstd:3"])
-        .ok()
-        .stdout()
-        .to_vec();
+    let plain = packed(&t, &["b"]);
+    let z = packed(&t, &["b", "--compress", "zstd:3"]);
     assert!(
         z.len() * 10 < plain.len(),
         "zstd did not compress: {} vs {}",
@@ -434,13 +434,8 @@ fn zstd_streams_send_incompressible_data_raw_and_check_it() {
         "GET /index.html 200\n".repeat(50_000),
     )
     .unwrap();
-    let plain = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
-    let z = t
-        .cmd("ckpt-pack")
-        .args(["b", "--compress", "zstd"])
-        .ok()
-        .stdout()
-        .to_vec();
+    let plain = packed(&t, &["b"]);
+    let z = packed(&t, &["b", "--compress", "zstd"]);
     // The noise costs only raw block headers; the log still shrinks.
     let floor = 3 << 20;
     assert!(
@@ -843,7 +838,7 @@ fn keyed_streams_verify_only_with_their_key() {
         .stdin(from_env)
         .ok();
     // Unauthenticated streams are refused when a key is required.
-    let plain = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
+    let plain = packed(&t, &["b"]);
     t.cmd("ckpt-unpack")
         .args(["-C", "out", "--key", "k1"])
         .stdin(plain)
@@ -1102,7 +1097,7 @@ fn unix_socket_files_are_left_out_like_tar_does() {
     bundle(&t.join("b"));
     let _listener = std::os::unix::net::UnixListener::bind(t.join("b/rootfs/app.sock")).unwrap();
     fs::write(t.join("b/rootfs/kept"), "x").unwrap();
-    let stream = t.cmd("ckpt-pack").arg("b").ok().stdout().to_vec();
+    let stream = packed(&t, &["b"]);
     let list = t
         .cmd("ckpt-unpack")
         .arg("--list")
