@@ -11,6 +11,10 @@ pub use chain::core_to_spare;
 pub use read::{Next, TarReader};
 pub use write::TarWriter;
 
+/// Entry data is read and written in pieces of this size: a piece stays in the CPU cache between
+/// the read that fills it and the write that sends it on (1 MiB pieces made ckpt-pack 15 % slower).
+const READ_CHUNK: u64 = 128 << 10;
+
 /// Size of a tar block.
 pub const BLOCK: u64 = 512;
 

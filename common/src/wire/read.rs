@@ -7,13 +7,11 @@ use std::ops::Range;
 use tar::{EntryType, Header};
 
 use super::chain::Chain;
-use super::{padded, pax, sparse, Entry, Kind, Mtime, BLOCK};
+use super::{padded, pax, sparse, Entry, Kind, Mtime, BLOCK, READ_CHUNK};
 use crate::auth::Key;
 use crate::error::bad_stream;
 use crate::format::{Trailer, MAX_JSON_SIZE, TRAILER_PATH};
 
-/// Entry data is read in pieces of this size (see the writer's `READ_CHUNK`).
-const READ_CHUNK: u64 = 128 << 10;
 /// Largest pax extended header accepted (paths, links and every xattr of one entry).
 const MAX_PAX: u64 = 1 << 20;
 

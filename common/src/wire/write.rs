@@ -7,13 +7,10 @@ use anyhow::Context;
 use tar::{EntryType, Header};
 
 use super::chain::Chain;
-use super::{padded, pax, sparse, Entry, Kind, BLOCK};
+use super::{padded, pax, sparse, Entry, Kind, BLOCK, READ_CHUNK};
 use crate::auth::Key;
 use crate::format::{Trailer, TRAILER_PATH};
 
-/// File data is read in pieces of this size: a piece stays in the CPU cache between the read that
-/// fills it and the write that sends it (1 MiB reads made ckpt-pack 15 % slower).
-const READ_CHUNK: u64 = 128 << 10;
 /// Largest value an 11-digit octal ustar field holds.
 const OCTAL_11: u64 = 0o77777777777;
 /// Largest value a 7-digit octal ustar field holds.
