@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ckpt_common::wire::{Entry, Kind, Sparse};
+use ckpt_stream::wire::{Entry, Kind, Sparse};
 use util::forge::{forge, forge_into, meta, unpack_fails};
 use util::{bin, Dir};
 

@@ -6,7 +6,7 @@ mod util;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use ckpt_common::wire::Kind;
+use ckpt_stream::wire::Kind;
 use util::forge::{
     copied, dir, file, forge, hostile_dir, meta, refused, refused_keep_outside, symlink, whiteout,
 };

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use ckpt_common::wire::{Kind, TarWriter};
+use ckpt_stream::wire::{Kind, TarWriter};
 use util::forge::{dir, file, forge, hostile_dir, meta, refused, refused_keep_outside, MANIFEST};
 use util::{require_root, Dir};
 
@@ -735,8 +735,7 @@ fn corruption_truncation_and_forged_trailers_are_refused() {
     w.append(&m, &mut &data[..]).unwrap();
     let (r, _) = dir(b"rootfs");
     w.append(&r, &mut std::io::empty()).unwrap();
-    let mut bytes = std::mem::replace(&mut w, TarWriter::new(Vec::new()))
-        .finish()
+    let mut bytes = ckpt_stream::seal(std::mem::replace(&mut w, TarWriter::new(Vec::new())), None)
         .unwrap()
         .0;
     let trailer_at = bytes.len() - 1024 - 1024;

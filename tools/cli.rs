@@ -1,11 +1,26 @@
-//! Command-line pieces shared by the tool binaries: common flags and their conversion into the plain
-//! config types of `ckpt_common`. Nothing in `ckpt_common` sees clap.
+//! Command-line pieces shared by the tool binaries: common flags, their conversion into the plain
+//! config types of the library crates (which never see clap), and the one entry function every
+//! tool's `main` calls.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use ckpt_stream::error::{exit_code, one_line};
 use clap::Args;
 
-pub use ckpt_common::tool::run;
+/// Runs `body` as the tool `name`: prints `tool: error: ...` on one line and maps the result to
+/// the exit code (0, 1, or 2 for usage errors). Rust ignores SIGPIPE, so a closed downstream
+/// surfaces as an EPIPE write error, which reaches here as a failure like any other: never a
+/// silent 0.
+pub fn run(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: error: {}", one_line(&err));
+            exit_code(&err)
+        }
+    }
+}
 
 /// `-q/--quiet`, accepted by every tool.
 #[derive(Debug, Args)]

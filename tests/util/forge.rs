@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
-use ckpt_common::wire::{Entry, Kind, Mtime, TarWriter};
+use ckpt_stream::wire::{Entry, Kind, Mtime, TarWriter};
 
 use super::Dir;
 
@@ -61,7 +61,7 @@ pub fn forge_into<W: Write>(out: W, entries: impl Iterator<Item = (Entry, Vec<u8
     for (entry, data) in entries {
         w.append(&entry, &mut &data[..]).unwrap();
     }
-    w.finish().unwrap().0
+    ckpt_stream::seal(w, None).unwrap().0
 }
 
 /// A symlink entry.

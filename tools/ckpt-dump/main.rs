@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamOut};
-use ckpt_common::dump::{self, DumpConfig};
-use ckpt_common::io::Compression;
+use ckpt_migrate::dump::{self, DumpConfig};
+use ckpt_stream::Compression;
 use clap::Parser;
 
 /// Checkpoint a running container (through lxc-checkpoint and CRIU) and write its stream to stdout.

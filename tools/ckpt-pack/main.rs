@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamOut};
-use ckpt_common::io::Compression;
-use ckpt_common::pack::{self, PackConfig, Source};
+use ckpt_migrate::pack::{self, PackConfig, Source};
+use ckpt_stream::Compression;
 use clap::Parser;
 
 /// Write the ckpt stream of a container (its dir, rootfs and CRIU images) or of an unpacked bundle.

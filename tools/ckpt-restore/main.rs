@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamIn};
-use ckpt_common::restore::{self, RestoreConfig};
+use ckpt_migrate::restore::{self, RestoreConfig};
 use clap::Parser;
 
 /// Read a ckpt stream from stdin, verify it completely, install the container under LXCPATH and

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ckpt_cli::{KeyFile, Quiet, StreamIn};
-use ckpt_common::unpack::{self, Action, UnpackConfig};
+use ckpt_migrate::unpack::{self, Action, UnpackConfig};
 use clap::{ArgGroup, Parser};
 
 /// Read a ckpt stream (plain or zstd) and unpack, list or verify it.

@@ -1,10 +1,10 @@
 //! lxc-fixtty: makes an LXC container checkpointable by CRIU. Parses the command line into a
-//! `FixConfig` and runs `ckpt_common::fixtty::run`.
+//! `FixConfig` and runs `ckpt_runtime::fixtty::run`.
 
 use std::process::ExitCode;
 
 use ckpt_cli::{LxcPath, Quiet};
-use ckpt_common::fixtty::{self, FixConfig, Mode};
+use ckpt_runtime::fixtty::{self, FixConfig, Mode};
 use clap::{ArgGroup, Parser};
 
 /// Make an LXC container checkpointable by CRIU: no LXC ttys or console, /dev/console denied,

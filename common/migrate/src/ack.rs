@@ -1,0 +1,200 @@
+//! The --ack protocol between ckpt-restore (which writes it on its stdout) and ckpt-dump (which
+//! reads it back through a fifo or /dev/fd/N): at most one `{"copied":N}` line (the live copy is
+//! unpacked), then exactly one result line (see man/ckpt-restore.1). Both sides are here.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The state of the container a result line reports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    /// Restored and running on the receiver: the only state that lets the sender give its copy up.
+    Running,
+    /// Not running on the receiver (the restore failed or never started).
+    Stopped,
+    /// `ckpt-restore --check`: verified, could be restored, nothing changed.
+    Checked,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running => "RUNNING",
+            State::Stopped => "STOPPED",
+            State::Checked => "CHECKED",
+        })
+    }
+}
+
+/// What ckpt-restore prints as its one line on stdout, success or not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RestoreResult {
+    pub ok: bool,
+    pub name: String,
+    pub lxcpath: String,
+    pub host: String,
+    /// The container's state on the receiver.
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub timings_ms: RestoreTimings,
+}
+
+/// ckpt-restore's phases, in milliseconds since it started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestoreTimings {
+    /// Start until the trailer verified (the whole stream received and unpacked).
+    pub unpack: u64,
+    /// Trailer verified until the container was RUNNING: the receiver's share of the downtime.
+    pub restore: u64,
+    pub total: u64,
+}
+
+/// With [`ckpt_stream::Manifest::await_copy`], what ckpt-restore prints once it has unpacked
+/// everything before `copied.json`, before its result line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CopiedLine {
+    pub copied: u64,
+}
+
+/// ckpt-restore's side: tells the sender the live copy (`entries` entries) is unpacked.
+pub fn send_copied(entries: u64) -> anyhow::Result<()> {
+    send(&CopiedLine { copied: entries }).context("telling the sender the live copy is unpacked")
+}
+
+/// ckpt-restore's side: prints its result line.
+pub fn send_result(result: &RestoreResult) -> anyhow::Result<()> {
+    send(result).context("printing the result line")
+}
+
+/// One line on stdout, flushed at once (the sender is waiting for it).
+fn send(line: &impl Serialize) -> anyhow::Result<()> {
+    let line = serde_json::to_string(line)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// ckpt-dump's side: opens the ack file now: opening a fifo waits for its writer, which the shell opens for
+/// `ssh ... > fifo` at the same time as our stdout pipe.
+pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
+    let file =
+        File::open(path).with_context(|| format!("opening the ack file {}", path.display()))?;
+    Ok(BufReader::new(file))
+}
+
+/// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
+/// stage that holds back the end of the copy until more data comes would otherwise stall it).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for ckpt-restore's line saying it has unpacked the live copy, so that the freeze does not
+/// also wait for the receiver's backlog. A result line instead is its failure (e.g. a name clash).
+pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()> {
+    let arrived = !ack.buffer().is_empty()
+        || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), CATCH_UP_TIMEOUT);
+    if !arrived {
+        return Ok(()); // a slow receiver: freeze all the same
+    }
+    match read_line(ack)? {
+        AckLine::Copied => Ok(()),
+        AckLine::Result(result) => check_result(result, name).map(|_| ()),
+    }
+}
+
+/// A line on the --ack channel.
+enum AckLine {
+    /// The receiver unpacked the live copy.
+    Copied,
+    Result(RestoreResult),
+}
+
+fn read_line(ack: &mut BufReader<File>) -> anyhow::Result<AckLine> {
+    let mut line = String::new();
+    ack.read_line(&mut line)
+        .context("reading the receiver's result")?;
+    if line.trim().is_empty() {
+        anyhow::bail!(
+            "the receiver ended without reporting a restore (killed, or the connection was lost)"
+        );
+    }
+    if let Ok(result) = serde_json::from_str::<RestoreResult>(line.trim()) {
+        return Ok(AckLine::Result(result));
+    }
+    match serde_json::from_str::<CopiedLine>(line.trim()) {
+        Ok(_) => Ok(AckLine::Copied),
+        Err(e) => Err(anyhow::anyhow!(
+            "the receiver's result is not a ckpt-restore result line ({e})"
+        )),
+    }
+}
+
+/// Reads ckpt-restore's result line; anything but a RUNNING container of this name is failure.
+pub fn read_result(mut ack: BufReader<File>, name: &str) -> anyhow::Result<RestoreResult> {
+    loop {
+        if let AckLine::Result(result) = read_line(&mut ack)? {
+            return check_result(result, name);
+        }
+    }
+}
+
+fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResult> {
+    if !result.ok || result.state != State::Running || result.name != name {
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("state {}", result.state));
+        anyhow::bail!("the receiver could not restore {name}: {why}");
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    fn channel(lines: &str) -> BufReader<File> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(lines.as_bytes()).unwrap();
+        file.rewind().unwrap();
+        BufReader::new(file)
+    }
+
+    const RUNNING: &str = r#"{"ok":true,"name":"u1","lxcpath":"/l","host":"h2","state":"RUNNING","timings_ms":{"unpack":1,"restore":2,"total":3}}"#;
+
+    #[test]
+    fn the_copied_line_comes_before_the_result() {
+        let mut ack = channel(&format!("{{\"copied\":7}}\n{RUNNING}\n"));
+        await_copied(&mut ack, "u1").unwrap();
+        assert_eq!(read_result(ack, "u1").unwrap().host, "h2");
+        // A result that arrives while the sender waits for the copy is read all the same.
+        assert_eq!(
+            read_result(channel(&format!("{{\"copied\":7}}\n{RUNNING}\n")), "u1")
+                .unwrap()
+                .state,
+            State::Running
+        );
+    }
+
+    #[test]
+    fn failures_end_of_input_and_strangers_are_errors() {
+        let failed = r#"{"ok":false,"name":"u1","lxcpath":"/l","host":"h2","state":"STOPPED","error":"name clash","timings_ms":{"unpack":1,"restore":0,"total":1}}"#;
+        let err = await_copied(&mut channel(&format!("{failed}\n")), "u1").unwrap_err();
+        assert!(
+            err.to_string().contains("could not restore u1: name clash"),
+            "{err}"
+        );
+        assert!(read_result(channel(&format!("{RUNNING}\n")), "u2").is_err());
+        let err = read_result(channel(""), "u1").unwrap_err();
+        assert!(err.to_string().contains("ended without reporting"), "{err}");
+        assert!(read_result(channel("hello\n"), "u1").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! Dumps and restores a container through lxc-checkpoint (LXC knows its namespaces, cgroups and
+//! mounts), handing CRIU per-command options through CRIU_CONFIG_FILE.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::criu::{self, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
+use crate::lxc::{Container, State};
+
+/// How long a restored container may take to report RUNNING.
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Checkpoints `container` into `images` (an empty dir). With `stop`, CRIU kills the container's
+/// tasks once the images are written (lxc-checkpoint -s); without, the container keeps running.
+pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<()> {
+    let options = OptionsFile::new(DUMP_OPTIONS)?;
+    let log = images.join("lxc-checkpoint.log");
+    let mut cmd = lxc_checkpoint(container, images, &options, &log)?;
+    if stop {
+        cmd.arg("-s");
+    }
+    let child = cmd
+        .spawn()
+        .context("running lxc-checkpoint (is LXC installed?)")?;
+    let status = wait_unstuck(child, images)?;
+    if status.success() && images.join("inventory.img").is_file() {
+        return Ok(());
+    }
+    Err(failure("dump", container, &images.join("dump.log"), &log))
+}
+
+/// How long CRIU helpers may sit stopped (their main process killed) before they are reaped.
+const STUCK_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits for lxc-checkpoint. If CRIU is killed midway, a helper it forked can be left behind
+/// (orphaned, or stopped) holding LXC's log pipe, and lxc-checkpoint would wait for it forever:
+/// such helpers (CRIU processes working on `images` whose parent is gone, or that are all
+/// stopped) are killed after a grace time.
+fn wait_unstuck(
+    mut child: std::process::Child,
+    images: &Path,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let mut stuck_since: Option<Instant> = None;
+    // Woken the moment lxc-checkpoint ends (every poll costs downtime), else every 50 ms.
+    let pid = rustix::process::Pid::from_child(&child);
+    let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let criu = criu_processes(images);
+        let all_stopped = !criu.is_empty()
+            && criu
+                .iter()
+                .all(|(_, state, _)| matches!(state, 'T' | 't' | 'Z'));
+        let orphaned = criu.iter().any(|(_, _, ppid)| *ppid == 1);
+        match (all_stopped || orphaned, stuck_since) {
+            (false, _) => stuck_since = None,
+            (true, None) => stuck_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() > STUCK_GRACE => {
+                for (pid, _, _) in criu {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            (true, Some(_)) => {}
+        }
+        let tick = Duration::from_millis(50);
+        match &exited {
+            Some(pidfd) => _ = ckpt_stream::io::wait_readable(pidfd.as_fd(), tick),
+            None => std::thread::sleep(tick),
+        }
+    }
+}
+
+/// CRIU processes whose command line names `images`, with their state letter and parent pid.
+fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
+    let needle = images.as_os_str().as_encoded_bytes();
+    crate::procs::processes()
+        .filter(|p| p.comm().as_deref() == Some("criu") && p.cmdline_contains(needle))
+        .filter_map(|p| {
+            let (state, ppid) = p.state_and_parent()?;
+            Some((rustix::process::Pid::from_raw(p.pid as i32)?, state, ppid))
+        })
+        .collect()
+}
+
+/// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so
+/// that `ssh host ckpt-restore` returns, waits until LXC reports it RUNNING, and announces its
+/// addresses on the LAN.
+pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
+    let options = OptionsFile::new(RESTORE_OPTIONS)?;
+    let log = images.join("lxc-checkpoint.log");
+    let status = lxc_checkpoint(container, images, &options, &log)?
+        .args(["-r", "-d"])
+        .status()
+        .context("running lxc-checkpoint -r (is LXC installed?)")?;
+    if !status.success() {
+        return Err(failure(
+            "restore",
+            container,
+            &images.join("restore.log"),
+            &log,
+        ));
+    }
+    let start = Instant::now();
+    loop {
+        match container.state() {
+            Ok(State::Running) => {
+                announce(container);
+                return Ok(());
+            }
+            _ if start.elapsed() > RUNNING_TIMEOUT => {
+                return Err(
+                    failure("restore", container, &images.join("restore.log"), &log).context(
+                        format!(
+                            "{} is not RUNNING {}s after restore",
+                            container.name,
+                            RUNNING_TIMEOUT.as_secs()
+                        ),
+                    ),
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Tells the LAN where the container's addresses went: a restored container keeps its MAC and IP,
+/// but switches (and bridges) still send its frames to the old host until it speaks. Sends one
+/// unsolicited ARP per IPv4 address from inside its network namespace (best effort: needs the
+/// host's `ip` and busybox `arping`).
+pub fn announce(container: &Container) {
+    let Some(pid) = container.init_pid() else {
+        return;
+    };
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let addrs = Command::new("nsenter")
+        .args([
+            netns.as_str(),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "scope",
+            "global",
+        ])
+        .output();
+    let Ok(addrs) = addrs else { return };
+    for line in String::from_utf8_lossy(&addrs.stdout).lines() {
+        // "2: eth0    inet 10.77.0.22/24 brd ... scope global eth0"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(ip)) =
+            (words.get(1), words.get(3).and_then(|a| a.split('/').next()))
+        else {
+            continue;
+        };
+        let _ = Command::new("nsenter")
+            .args([
+                netns.as_str(),
+                "busybox",
+                "arping",
+                "-U",
+                "-c",
+                "1",
+                "-w",
+                "1",
+                "-I",
+                iface,
+                ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `lxc-checkpoint -P LXCPATH -n NAME -D IMAGES`, stdin closed, stdout and stderr to `log`: the
+/// monitor LXC forks on restore inherits them, and must hold no pipe of ours.
+fn lxc_checkpoint(
+    container: &Container,
+    images: &Path,
+    options: &OptionsFile,
+    log: &Path,
+) -> anyhow::Result<Command> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = container.lxc_command("lxc-checkpoint");
+    cmd.arg("-D")
+        .arg(images)
+        .env("CRIU_CONFIG_FILE", options.path())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(cmd)
+}
+
+/// An error naming the failed step, CRIU's own reason and where its full log is kept.
+fn failure(action: &str, container: &Container, criu_log: &Path, lxc_log: &Path) -> anyhow::Error {
+    let kept = keep_log(criu_log, &container.name, action);
+    let reason = criu::log_error(criu_log)
+        .or_else(|| criu::log_error(lxc_log))
+        .or_else(|| last_line(lxc_log))
+        .unwrap_or_else(|| "no reason logged".to_string());
+    let at = kept
+        .map(|p| format!(" (CRIU log: {})", p.display()))
+        .unwrap_or_default();
+    anyhow::anyhow!("CRIU {action} of {} failed: {reason}{at}", container.name)
+}
+
+/// Copies a CRIU log out of a work dir that is about to be removed.
+fn keep_log(log: &Path, name: &str, action: &str) -> Option<PathBuf> {
+    let dir = Path::new("/var/log/ckpt");
+    std::fs::create_dir_all(dir).ok()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let dest = dir.join(format!("{name}-{action}-{stamp}.log"));
+    std::fs::copy(log, &dest).ok()?;
+    Some(dest)
+}
+
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}

@@ -1,0 +1,13 @@
+//! The runtime layer: LXC containers and their configs, CRIU driven through lxc-checkpoint,
+//! `lxc-fixtty`'s repairs, and the facts about this host that decide what can run here. It uses
+//! the stream layer only for the manifest it describes a host in; it never reads or writes streams.
+
+pub mod checkpoint;
+pub mod compat;
+pub mod criu;
+pub mod fixtty;
+pub mod host;
+pub mod lxc;
+pub mod procs;
+
+pub use lxc::{Container, State};
