@@ -6,7 +6,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man
 TOOLS = ckpt-dump ckpt-pack ckpt-unpack ckpt-restore lxc-fixtty
 CARGO ?= cargo
 
-.PHONY: all build deps test test-unit lint demo doom-demo install uninstall man clean
+.PHONY: all build deps test test-unit lint fuzz-smoke demo doom-demo install uninstall man clean
 
 all: build
 
@@ -26,9 +26,17 @@ test: deps
 test-unit:
 	$(CARGO) test --locked --workspace --lib --test stream --test fixtty --test docs
 
+# Every crate and target: the workspace (tools, the three library crates, tests) and the fuzz
+# targets, which are a workspace of their own.
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+
+# Builds the fuzz targets and runs each on the seed corpus for a few thousand mutations.
+fuzz-smoke: build
+	scripts/fuzz-smoke
 
 demo: deps build
 	scripts/demo

@@ -232,7 +232,7 @@ fn failed_migrations_leave_exactly_one_running_copy() {
     // The receiver killed mid-stream (its stdin still open).
     let killer = "rm -f /tmp/f.ack; mkfifo /tmp/f.ack; $BIN/ckpt-dump -P $L1 --ack /tmp/f.ack f1 \
         | $SSH host2 \"sh -c '$BIN/ckpt-restore -P $L2 & p=\\$!; sleep 0.3; kill -9 \\$p'\" > /tmp/f.ack";
-    fails_and_stays(&tb, &c, killer, "");
+    fails_and_stays(&tb, &c, killer, "ended without reporting a restore");
     // Its staging dir is swept by the next ckpt-restore there (checked after the next case).
     // One corrupted byte in transit: the receiver refuses, the sender restores.
     // (stdbuf: head's stdio buffer would hold back the end of the live copy until 3 MB came.)

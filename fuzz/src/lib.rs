@@ -21,7 +21,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ckpt_common::stream::{Item, StreamReader};
+use ckpt_stream::{Item, StreamReader};
 
 /// Largest file the extractor may write in a run (RLIMIT_FSIZE): a zstd bomb cannot fill the disk.
 const MAX_FILE: u64 = 64 << 20;
@@ -189,8 +189,9 @@ fn list_from(input: Box<dyn io::Read + Send>) -> anyhow::Result<()> {
                     .finish_entry()?
                     .expect("an entry that next_item returned is open")
                     .to_hex();
-                let _ = ckpt_common::unpack::entry_line(&entry, &hash[..16]);
+                let _ = ckpt_stream::entry_line(&entry, &hash[..16]);
             }
+            Item::Copied(_) => {}
             Item::End(_) => return Ok(()),
         }
     }
@@ -219,7 +220,7 @@ pub fn list(data: &[u8]) -> anyhow::Result<()> {
     let line = |r: &anyhow::Result<()>| match r {
         Ok(()) => "ok".to_string(),
         Err(_) if zstd => "refused".to_string(),
-        Err(e) => ckpt_common::error::one_line(e),
+        Err(e) => ckpt_stream::error::one_line(e),
     };
     assert_eq!(
         line(&whole),
@@ -238,11 +239,12 @@ pub fn unpack_checked(data: &[u8]) -> anyhow::Result<()> {
         .prefix("stage-")
         .tempdir_in(&sb.dir)
         .expect("harness: creating the staging dir");
-    let result = open(data)
-        .and_then(|mut reader| ckpt_common::unpack::unpack_into(&mut reader, stage.path()));
+    let result = open(data).and_then(|mut reader| {
+        ckpt_stream::unpack_into(&mut reader, stage.path(), &mut |_| Ok(()))
+    });
     if let Err(e) = &result {
         // The tools print exactly this line; it must be one line and say something.
-        let line = ckpt_common::error::one_line(e);
+        let line = ckpt_stream::error::one_line(e);
         assert!(
             !line.is_empty() && !line.contains('\n'),
             "bad error line {line:?}"

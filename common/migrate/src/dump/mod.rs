@@ -54,7 +54,8 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     let container = Container::locate(&cfg.name, cfg.lxcpath.as_deref())?;
     if !container.is_running() {
         anyhow::bail!(
-            "container {} is not running: ckpt-dump checkpoints a running container (stream a stopped one with ckpt-pack -n {} -P {})",
+            "container {} is not running: ckpt-dump checkpoints a running container \
+             (stream a stopped one with ckpt-pack -n {} -P {})",
             container.name,
             container.name,
             container.lxcpath.display()
@@ -282,7 +283,8 @@ fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()>
             false,
             TOOL,
             &format!(
-                "warning: {name} runs on the destination, but removing the stopped copy here failed: {e}"
+                "warning: {name} runs on the destination, \
+                 but removing the stopped copy here failed: {e}"
             ),
         ),
     }
@@ -320,7 +322,8 @@ fn rollback(
         Err(restore_err) => {
             let images = work.keep_for_rescue();
             Err(err.context(format!(
-                "restoring {} here failed too ({restore_err:#}); its images are kept: restore it with {}",
+                "restoring {} here failed too ({restore_err:#}); \
+                 its images are kept: restore it with {}",
                 container.name,
                 rescue::restore_hint(container, &images)
             )))

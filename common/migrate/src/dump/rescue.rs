@@ -130,7 +130,8 @@ pub fn recovery(
             (phase::STREAMING, None) => restore_here(),
             (phase::SENT, None) => log(&format!(
                 "{}: stream complete, left stopped here as without a guard; \
-                 remove it with lxc-destroy -n {} -P {} and rm -r {} once it runs on the destination",
+                 remove it with lxc-destroy -n {} -P {} and rm -r {} \
+                 once it runs on the destination",
                 container.name,
                 container.name,
                 container.lxcpath.display(),

@@ -35,7 +35,9 @@ fn write(entries: &[(Entry, Vec<u8>)]) -> Vec<u8> {
     for (entry, data) in entries {
         w.append(entry, &mut &data[..]).unwrap();
     }
-    w.finish(|seal| Ok((LAST.to_vec(), seal_text(seal)))).unwrap().0
+    w.finish(|seal| Ok((LAST.to_vec(), seal_text(seal))))
+        .unwrap()
+        .0
 }
 
 fn read_all(stream: &[u8]) -> anyhow::Result<Vec<(Entry, Vec<u8>)>> {
