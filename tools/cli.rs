@@ -1,11 +1,14 @@
 //! Command-line pieces shared by the tool binaries: common flags and their conversion into the plain
 //! config types of `ckpt_common`. Nothing in `ckpt_common` sees clap.
 
+mod completions;
+
 use std::path::PathBuf;
 
 use clap::Args;
 
 pub use ckpt_common::tool::run;
+pub use completions::gen_completions;
 
 /// `-q/--quiet`, accepted by every tool.
 #[derive(Debug, Args)]
