@@ -9,7 +9,7 @@ FISHCOMPDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 TOOLS = ckpt-dump ckpt-pack ckpt-unpack ckpt-restore lxc-fixtty
 CARGO ?= cargo
 
-.PHONY: all build deps test test-unit lint demo doom-demo install uninstall man clean
+.PHONY: all build deps test test-unit lint demo doom-demo install uninstall deb man clean
 
 all: build
 
@@ -59,6 +59,10 @@ uninstall:
 	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1 \
 	    $(BASHCOMPDIR)/$$t $(ZSHCOMPDIR)/_$$t $(FISHCOMPDIR)/$$t.fish; done
 	rm -f $(MANDIR)/man5/ckpt-stream.5
+
+# target/debian/ckpt_<version>_<arch>.deb: tools (stripped), man pages, completions, copyright.
+deb: build
+	pkg/build-deb target/release target/debian
 
 clean:
 	$(CARGO) clean
