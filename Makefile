@@ -3,10 +3,13 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 MANDIR = $(DESTDIR)$(PREFIX)/share/man
+BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 TOOLS = ckpt-dump ckpt-pack ckpt-unpack ckpt-restore lxc-fixtty
 CARGO ?= cargo
 
-.PHONY: all build deps test test-unit lint fuzz-smoke demo doom-demo install uninstall man clean
+.PHONY: all build deps test test-unit lint fuzz-smoke demo doom-demo install uninstall deb man clean
 
 all: build
 
@@ -48,15 +51,26 @@ doom-demo: deps build
 man:
 	@for page in man/*.[15]; do echo "$$page"; man --warnings -l "$$page" > /dev/null; done
 
+# Tools, man pages and bash, zsh and fish completions (each tool prints its own: --gen-completions).
 install: build
-	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5
-	for t in $(TOOLS); do install -m 0755 target/release/$$t $(BINDIR)/$$t; done
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5 $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	set -e; for t in $(TOOLS); do \
+	    install -m 0755 target/release/$$t $(BINDIR)/$$t; \
+	    target/release/$$t --gen-completions bash > $(BASHCOMPDIR)/$$t; \
+	    target/release/$$t --gen-completions zsh > $(ZSHCOMPDIR)/_$$t; \
+	    target/release/$$t --gen-completions fish > $(FISHCOMPDIR)/$$t.fish; \
+	done
 	install -m 0644 man/*.1 $(MANDIR)/man1/
 	install -m 0644 man/*.5 $(MANDIR)/man5/
 
 uninstall:
-	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1; done
+	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1 \
+	    $(BASHCOMPDIR)/$$t $(ZSHCOMPDIR)/_$$t $(FISHCOMPDIR)/$$t.fish; done
 	rm -f $(MANDIR)/man5/ckpt-stream.5
+
+# target/debian/ckpt_<version>_<arch>.deb: tools (stripped), man pages, completions, copyright.
+deb: build
+	pkg/build-deb target/release target/debian
 
 clean:
 	$(CARGO) clean

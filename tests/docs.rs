@@ -57,6 +57,9 @@ fn readme_shows_the_two_commands_and_the_pipeline() {
         "make test",
         "ckpt-dump u1 | ssh",
         "ckpt-unpack -C",
+        "## Install on each host",
+        "make deb",
+        "make install",
     ] {
         assert!(readme.contains(needle), "README.md lacks {needle:?}");
     }

@@ -2,6 +2,8 @@
 //! config types of the library crates (which never see clap), and the one entry function every
 //! tool's `main` calls.
 
+mod completions;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +23,8 @@ pub fn run(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+pub use completions::gen_completions;
 
 /// `-q/--quiet`, accepted by every tool.
 #[derive(Debug, Args)]

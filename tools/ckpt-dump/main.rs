@@ -64,6 +64,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
+        return done;
+    }
     let cli = Cli::parse();
     let cfg = DumpConfig {
         name: cli.name.or(cli.name_flag).unwrap_or_default(),

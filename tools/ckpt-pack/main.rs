@@ -47,6 +47,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
+        return done;
+    }
     let cli = Cli::parse();
     let source = match (cli.bundle, cli.name) {
         (Some(dir), _) => Source::Bundle(dir),

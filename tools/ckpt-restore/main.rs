@@ -34,6 +34,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
+        return done;
+    }
     let cli = Cli::parse();
     let cfg = RestoreConfig {
         lxcpath: cli.lxcpath.lxcpath,

@@ -30,6 +30,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
+        return done;
+    }
     let cli = Cli::parse();
     let action = match (cli.dir, cli.list) {
         (Some(dir), _) => Action::Extract(dir),

@@ -54,6 +54,9 @@ impl Opts {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) = ckpt_cli::gen_completions::<Opts>() {
+        return done;
+    }
     let cfg = Opts::parse().into_config();
     ckpt_cli::run("lxc-fixtty", || fixtty::run(&cfg))
 }
