@@ -194,7 +194,8 @@ fn fails_and_stays(tb: &Testbed, c: &Container, script: &str, needles: &str) {
         "stderr lacks {needles:?}:\n{err}"
     );
     assert!(
-        err.contains("restored here and runs again")
+        err.contains("was resumed here and runs again")
+            || err.contains("was resumed and runs on here")
             || err.contains("was not frozen and runs on here")
             || err.contains("ckpt-restore: error"),
         "{err}"
@@ -211,6 +212,8 @@ fn failed_migrations_leave_exactly_one_running_copy() {
     let tb = Testbed::up("e2efail");
     let c = tb.create("host1", "f1", 24, 96);
     start_fixed(&tb, "host1", &c);
+    // A TCP connection from the client into the container lives through every rollback.
+    let tcp = tb.tcp_session(&c);
     let clean_host2 = || {
         assert_eq!(
             tb.strays("host2", &[]),
@@ -299,6 +302,8 @@ fn failed_migrations_leave_exactly_one_running_copy() {
         "lxc.uts.name = other",
         "the existing container was touched"
     );
+    let lines = tcp.count();
+    tcp.wait_count_above(lines + 10);
 }
 
 #[test]

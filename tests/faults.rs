@@ -1,7 +1,8 @@
 //! Fault injection on the two-host test bed: kill -9 of each process at each phase of a
-//! migration, a cut network link, a full destination disk. After each fault there must be exactly
-//! one running copy, no staging dir, no journal and no frozen container. Prints a fault → outcome
-//! table; every row must pass.
+//! migration, a cut network link, a full destination disk, and CRIU itself failing (a dump it
+//! cannot do, a restore it cannot do on any host, a restore that hangs). After each fault there
+//! must be exactly one running copy, no staging dir, no journal and no frozen container. Prints a
+//! fault → outcome table with the time until the container ran again; every row must pass.
 
 mod util;
 
@@ -33,9 +34,10 @@ fn faults() -> Vec<Fault> {
     let pipe = |middle: &str, remote: &str| {
         format!("$BIN/ckpt-dump -q -P $L1 ft {middle} | $SSH host2 {remote} $BIN/ckpt-restore -q -P $L2")
     };
-    let acked = |middle: &str| {
-        format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft {middle} | $SSH host2 $BIN/ckpt-restore -q -P $L2 > /tmp/ft.ack")
+    let acked_with = |middle: &str, remote: &str, restore_args: &str| {
+        format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft {middle} | $SSH host2 {remote} $BIN/ckpt-restore -q -P $L2 {restore_args} > /tmp/ft.ack")
     };
+    let acked = |middle: &str| acked_with(middle, "", "");
     let bg = |pipeline: String, trigger: &str| {
         format!("{WAIT_DUMP}{WAIT_RESTORE}( {pipeline} ) & {trigger}; wait; true")
     };
@@ -91,7 +93,47 @@ fn faults() -> Vec<Fault> {
             script: bg(acked(""), "wait_restore restoring; until has criu 'criu restore.*e2eflt'; do sleep 0.01; done; kill9 criu 'criu restore.*e2eflt'"),
             expect: "either",
         },
+        Fault {
+            // A process holding an io_uring, which CRIU cannot dump (started in a session of its
+            // own and reparented to the container's init, so that it is part of the dumped tree).
+            name: "CRIU dump fails (an io_uring in the container)",
+            script: format!(
+                "{WAIT_DUMP}gcc -O2 -static -o $L1/ft/rootfs/uring-hold {}/tests/fixtures/uring-hold.c && \
+                 lxc-attach -P $L1 -n ft -- sh -c 'setsid /uring-hold </dev/null >/dev/null 2>&1 &' \
+                 </dev/null >/dev/null 2>&1 && sleep 0.5 && {}; \
+                 kill9 uring-hold /uring-hold; rm -f $L1/ft/rootfs/uring-hold; true",
+                env!("CARGO_MANIFEST_DIR"),
+                acked("")
+            ),
+            expect: "host1",
+        },
+        Fault {
+            // An option CRIU cannot restore with on any host (no lazy-pages daemon runs): the old
+            // rollback, a CRIU restore here, would have failed the same way.
+            name: "CRIU restore fails on the destination (and would here)",
+            script: acked_with("", "", "--criu-opt lazy-pages"),
+            expect: "host1",
+        },
+        Fault {
+            name: "CRIU restore hangs on the destination",
+            script: acked_with("", &format!("PATH={HANG_DIR}:$PATH"), "--timeout 5"),
+            expect: "host1",
+        },
     ]
+}
+
+/// Holds a `criu` that hangs in every restore (and is the real CRIU otherwise).
+const HANG_DIR: &str = "/var/lib/e2eflt/hang";
+
+fn install_hanging_criu() {
+    let criu = std::path::Path::new(HANG_DIR).join("criu");
+    std::fs::create_dir_all(HANG_DIR).unwrap();
+    std::fs::write(
+        &criu,
+        "#!/bin/sh\ncase \" $* \" in *' restore '*) exec sleep 3600;; esac\nexec /usr/local/sbin/criu \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&criu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
 /// Waits until the container runs on `host` only (on one host only, for `either`) and nothing is
@@ -185,13 +227,16 @@ fn every_fault_leaves_exactly_one_running_copy() {
     )
     .expect_code(0);
     tb.workload("host1", &c).wait_ready();
+    install_hanging_criu();
     let mut rows = Vec::new();
     let mut run = |name: &str, expect: &str, inject: &dyn Fn()| {
         let w = tb.workload("host1", &c);
         let (count, sum) = (w.counter(), w.start_sum());
+        let started = Instant::now();
         inject();
+        let outcome = settled(&tb, expect).map(|on| (on, started.elapsed()));
         let outcome =
-            settled(&tb, expect).and_then(|on| intact(&tb, &on, &c, count, &sum).map(|()| on));
+            outcome.and_then(|(on, took)| intact(&tb, &on, &c, count, &sum).map(|()| (on, took)));
         println!("{name}: {outcome:?}");
         rows.push((name.to_string(), expect.to_string(), outcome));
         home(&tb);
@@ -232,15 +277,19 @@ fn every_fault_leaves_exactly_one_running_copy() {
         tb.sh("host1", &format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft | $SSH host2 $BIN/ckpt-restore -q -P {small} > /tmp/ft.ack; $SSH host2 'ls -A {small}; umount {small}'"));
     });
 
-    println!("\n{:<58} {:<8} outcome", "fault", "expect");
+    println!(
+        "\n{:<58} {:<8} {:>9}  outcome",
+        "fault", "expect", "runs in"
+    );
     for (name, expect, outcome) in &rows {
-        let shown = match outcome {
-            Ok(on) => {
-                format!("PASS: one running copy (on {on}), state intact, nothing left behind")
-            }
-            Err(e) => format!("FAIL: {e}"),
+        let (took, shown) = match outcome {
+            Ok((on, took)) => (
+                format!("{:.1} s", took.as_secs_f64()),
+                format!("PASS: one running copy (on {on}), state intact, nothing left behind"),
+            ),
+            Err(e) => ("-".to_string(), format!("FAIL: {e}")),
         };
-        println!("{name:<58} {expect:<8} {shown}");
+        println!("{name:<58} {expect:<8} {took:>9}  {shown}");
     }
     let failed: Vec<_> = rows
         .iter()

@@ -60,6 +60,15 @@ pub struct StreamIn {
     pub input: Option<PathBuf>,
 }
 
+/// `--criu-opt OPTION`, for the tools that run CRIU.
+#[derive(Debug, Args)]
+pub struct CriuOptions {
+    /// Pass OPTION to CRIU, as a line of a CRIU config file (e.g. `ext-unix-sk`, `link-remap`,
+    /// `enable-fs ramfs`); repeatable. ckpt-dump passes it to the dump, ckpt-restore to the restore.
+    #[arg(long = "criu-opt", value_name = "OPTION")]
+    pub criu_options: Vec<String>,
+}
+
 /// `-P/--lxcpath`, as lxc-checkpoint spells it.
 #[derive(Debug, Args)]
 pub struct LxcPath {

@@ -107,6 +107,35 @@ impl Testbed {
         }
     }
 
+    /// Opens a TCP connection from the client namespace to `c`'s echo server and keeps it busy:
+    /// one numbered line every 0.1 s, each echoed back within 60 s, on the same connection.
+    pub fn tcp_session(&self, c: &Container) -> TcpSession {
+        let dir = tempfile::Builder::new()
+            .prefix("ckpt-tcp-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            "exec 3<>/dev/tcp/{ip}/7000 || exit 1; n=0; \
+             while [ ! -e {d}/stop ]; do n=$((n+1)); echo $n >&3; \
+               if ! read -t 60 -r line <&3; then echo \"lost at $n\" > {d}/error; exit 1; fi; \
+               [ \"$line\" = \"$n\" ] || {{ echo \"echo $line for $n\" > {d}/error; exit 1; }}; \
+               echo $n > {d}/count.tmp; mv {d}/count.tmp {d}/count; sleep 0.1; done",
+            ip = c.ip
+        );
+        let child = Command::new(repo().join("tests/testbed/testbed"))
+            .args(["exec", "client", "bash", "-c", &script])
+            .env("CKPT_TESTBED", &self.prefix)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let session = TcpSession { dir, child };
+        session.wait_count_above(3);
+        session
+    }
+
     /// The LXC state of `name` as `host` sees it.
     pub fn state(&self, host: &str, name: &str) -> String {
         let lxcpath = self.lxcpath(host);
@@ -170,6 +199,51 @@ impl Drop for Testbed {
 pub struct Container {
     pub name: String,
     pub ip: String,
+}
+
+/// A TCP connection from the client namespace kept busy by [`Testbed::tcp_session`]; stopped on
+/// drop.
+pub struct TcpSession {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TcpSession {
+    /// Lines echoed so far.
+    pub fn count(&self) -> u64 {
+        std::fs::read_to_string(self.dir.path().join("count"))
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 90 s) until more than `n` lines were echoed on the same connection; panics,
+    /// saying what happened to the connection, if it broke or stalled.
+    pub fn wait_count_above(&self, n: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            if let Ok(error) = std::fs::read_to_string(self.dir.path().join("error")) {
+                panic!("the TCP session broke: {}", error.trim());
+            }
+            let now = self.count();
+            if now > n {
+                return now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "the TCP session stalled at line {now}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TcpSession {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.path().join("stop"), "");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The files the fixture's workloads keep up to date inside the rootfs.

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamOut};
+use ckpt_cli::{CriuOptions, KeyFile, LxcPath, Quiet, StreamOut};
 use ckpt_migrate::dump::{self, DumpConfig};
+use ckpt_runtime::hold;
 use ckpt_stream::Compression;
 use clap::Parser;
 
@@ -56,6 +57,8 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     ack: Option<PathBuf>,
     #[command(flatten)]
+    criu: CriuOptions,
+    #[command(flatten)]
     output: StreamOut,
     #[command(flatten)]
     key: KeyFile,
@@ -64,10 +67,20 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // CRIU runs ckpt-dump as its action script, to hold the source's network (see hold.rs).
+    if let Ok(action) = std::env::var(hold::ACTION_ENV) {
+        return ckpt_cli::run("ckpt-dump (CRIU action script)", || {
+            hold::action_script(&action)
+        });
+    }
     if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
         return done;
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        // A usage error must still release the --ack fifo's writer, or the pipeline hangs.
+        dump::release_ack_in(std::env::args_os());
+        err.exit()
+    });
     let cfg = DumpConfig {
         name: cli.name.or(cli.name_flag).unwrap_or_default(),
         lxcpath: cli.lxcpath.lxcpath,
@@ -78,6 +91,7 @@ fn main() -> ExitCode {
         stats: cli.stats,
         keep: cli.keep,
         ack: cli.ack,
+        criu_options: cli.criu.criu_options,
         output: cli.output.output,
         key: cli.key.key,
         quiet: cli.quiet.quiet,

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use ckpt_cli::{KeyFile, LxcPath, Quiet, StreamIn};
+use ckpt_cli::{CriuOptions, KeyFile, LxcPath, Quiet, StreamIn};
 use ckpt_migrate::restore::{self, RestoreConfig};
 use clap::Parser;
 
@@ -26,6 +27,12 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
     #[command(flatten)]
+    criu: CriuOptions,
+    /// Give up a CRIU restore that has not finished after SECONDS: kill it and fail (the sender
+    /// resumes its copy).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    #[command(flatten)]
     input: StreamIn,
     #[command(flatten)]
     key: KeyFile,
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         check: cli.check,
         input: cli.input.input,
         key: cli.key.key,
+        criu_options: cli.criu.criu_options,
+        timeout: Duration::from_secs(cli.timeout),
         quiet: cli.quiet.quiet,
     };
     ckpt_cli::run("ckpt-restore", || restore::run(&cfg))

@@ -91,6 +91,19 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     Ok(BufReader::new(file))
 }
 
+/// ckpt-dump's side, when it ends before [`open`]: opens the ack fifo for a moment so that its
+/// writer (the shell's `ssh ... > fifo`, blocked until a reader comes) goes on and sees the
+/// pipeline end, instead of waiting forever. Anything but a fifo is left alone.
+pub fn release(path: &Path) {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+    }
+}
+
 /// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
 /// stage that holds back the end of the copy until more data comes would otherwise stall it).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,6 +14,10 @@ use crate::ack::RestoreResult;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DumpReport {
     pub name: String,
+    /// The phase reached: checks, precopy, checkpoint, stream, ack, done.
+    pub phase: String,
+    /// Why the migration failed, when it did (`phase` is where).
+    pub failure: Option<Failure>,
     /// Wall-clock time (Unix ms) lxc-checkpoint was started: the downtime starts here.
     pub freeze_unix_ms: u64,
     pub phases_ms: DumpPhases,
@@ -42,6 +46,14 @@ pub struct DumpReport {
     /// CPU time and peak RSS of this process and every child it waited for (lxc-checkpoint,
     /// CRIU), as /usr/bin/time reports them for a command.
     pub usage: Option<Usage>,
+}
+
+/// A failed run: where and why.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Failure {
+    pub phase: String,
+    /// The error, as the tool printed it.
+    pub error: String,
 }
 
 /// What changed in the rootfs between its live copy and the freeze.

@@ -3,32 +3,42 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::criu::{self, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
+use crate::freezer;
 use crate::lxc::{Container, State};
 
 /// How long a restored container may take to report RUNNING.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Checkpoints `container` into `images` (an empty dir). With `stop`, CRIU kills the container's
-/// tasks once the images are written (lxc-checkpoint -s); without, the container keeps running.
-pub fn dump(container: &Container, images: &Path, stop: bool) -> anyhow::Result<()> {
-    let options = OptionsFile::new(DUMP_OPTIONS)?;
-    let log = images.join("lxc-checkpoint.log");
-    let mut cmd = lxc_checkpoint(container, images, &options, &log)?;
-    if stop {
-        cmd.arg("-s");
+/// Checkpoints `container` into `images` (an empty dir), leaving its tasks in place (frozen if
+/// they were frozen before: CRIU writes the freezer state back). With `hold_script`, CRIU runs that
+/// program as its action script (see [`crate::hold`]), which cuts the network after the images
+/// are written. `extra`: the user's own CRIU options.
+pub fn dump(
+    container: &Container,
+    images: &Path,
+    hold_script: Option<&Path>,
+    extra: &[String],
+) -> anyhow::Result<()> {
+    let mut options: Vec<String> = DUMP_OPTIONS.iter().map(|o| o.to_string()).collect();
+    if let Some(script) = hold_script {
+        options.push(format!("action-script {}", script.display()));
     }
-    let child = cmd
+    options.extend(extra.iter().cloned());
+    let options = OptionsFile::new(&options)?;
+    let log = images.join("lxc-checkpoint.log");
+    let child = lxc_checkpoint(container, images, &options, &log)?
         .spawn()
         .context("running lxc-checkpoint (is LXC installed?)")?;
-    let status = wait_unstuck(child, images)?;
-    if status.success() && images.join("inventory.img").is_file() {
+    let status = wait_unstuck(child, images, None)?;
+    if status.is_some_and(|s| s.success()) && images.join("inventory.img").is_file() {
         return Ok(());
     }
     Err(failure("dump", container, &images.join("dump.log"), &log))
@@ -41,19 +51,34 @@ const STUCK_GRACE: Duration = Duration::from_secs(3);
 /// (orphaned, or stopped) holding LXC's log pipe, and lxc-checkpoint would wait for it forever:
 /// such helpers (CRIU processes working on `images` whose parent is gone, or that are all
 /// stopped) are killed after a grace time.
+///
+/// With a `timeout`, gives up once it has passed: kills lxc-checkpoint's process group (it is
+/// started in one of its own) and every CRIU process working on `images`, and returns `None`.
 fn wait_unstuck(
     mut child: std::process::Child,
     images: &Path,
-) -> anyhow::Result<std::process::ExitStatus> {
+    timeout: Option<Duration>,
+) -> anyhow::Result<Option<ExitStatus>> {
+    let started = Instant::now();
     let mut stuck_since: Option<Instant> = None;
     // Woken the moment lxc-checkpoint ends (every poll costs downtime), else every 50 ms.
     let pid = rustix::process::Pid::from_child(&child);
     let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status);
+            return Ok(Some(status));
         }
         let criu = criu_processes(images);
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            for (pid, _, _) in criu {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            let _ = child.wait();
+            return Ok(None);
+        }
         let all_stopped = !criu.is_empty()
             && criu
                 .iter()
@@ -90,23 +115,38 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
 }
 
 /// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so
-/// that `ssh host ckpt-restore` returns, waits until LXC reports it RUNNING, and announces its
-/// addresses on the LAN.
-pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
-    let options = OptionsFile::new(RESTORE_OPTIONS)?;
+/// that `ssh host ckpt-restore` returns, thaws it (images of a frozen container restore frozen),
+/// waits until LXC reports it RUNNING, and announces its addresses on the LAN. A restore that has
+/// not finished after `timeout` is killed and fails. `extra`: the user's own CRIU options.
+pub fn restore(
+    container: &Container,
+    images: &Path,
+    extra: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut options: Vec<String> = RESTORE_OPTIONS.iter().map(|o| o.to_string()).collect();
+    options.extend(extra.iter().cloned());
+    let options = OptionsFile::new(&options)?;
     let log = images.join("lxc-checkpoint.log");
-    let status = lxc_checkpoint(container, images, &options, &log)?
+    let criu_log = images.join("restore.log");
+    let child = lxc_checkpoint(container, images, &options, &log)?
         .args(["-r", "-d"])
-        .status()
+        .spawn()
         .context("running lxc-checkpoint -r (is LXC installed?)")?;
-    if !status.success() {
-        return Err(failure(
-            "restore",
-            container,
-            &images.join("restore.log"),
-            &log,
-        ));
+    match wait_unstuck(child, images, Some(timeout))? {
+        Some(status) if status.success() => {}
+        Some(_) => return Err(failure("restore", container, &criu_log, &log)),
+        None => {
+            return Err(
+                failure("restore", container, &criu_log, &log).context(format!(
+                    "CRIU's restore of {} did not finish within {} s and was killed",
+                    container.name,
+                    timeout.as_secs()
+                )),
+            )
+        }
     }
+    freezer::thaw(container);
     let start = Instant::now();
     loop {
         match container.state() {
@@ -116,13 +156,11 @@ pub fn restore(container: &Container, images: &Path) -> anyhow::Result<()> {
             }
             _ if start.elapsed() > RUNNING_TIMEOUT => {
                 return Err(
-                    failure("restore", container, &images.join("restore.log"), &log).context(
-                        format!(
-                            "{} is not RUNNING {}s after restore",
-                            container.name,
-                            RUNNING_TIMEOUT.as_secs()
-                        ),
-                    ),
+                    failure("restore", container, &criu_log, &log).context(format!(
+                        "{} is not RUNNING {}s after restore",
+                        container.name,
+                        RUNNING_TIMEOUT.as_secs()
+                    )),
                 );
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
@@ -194,6 +232,7 @@ fn lxc_checkpoint(
     cmd.arg("-D")
         .arg(images)
         .env("CRIU_CONFIG_FILE", options.path())
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
@@ -213,18 +252,23 @@ fn failure(action: &str, container: &Container, criu_log: &Path, lxc_log: &Path)
     anyhow::anyhow!("CRIU {action} of {} failed: {reason}{at}", container.name)
 }
 
-/// Copies a CRIU log out of a work dir that is about to be removed.
+/// Copies a CRIU log out of a work dir that is about to be removed, under a name no other
+/// failure takes (a failed destination restore and a failed rollback can happen in one second).
 fn keep_log(log: &Path, name: &str, action: &str) -> Option<PathBuf> {
-    let dir = Path::new("/var/log/ckpt");
+    let dir = Path::new(LOG_DIR);
     std::fs::create_dir_all(dir).ok()?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let dest = dir.join(format!("{name}-{action}-{stamp}.log"));
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let dest = dir.join(format!(
+        "{name}-{action}-{}-{}.log",
+        stamp.replace(':', ""),
+        std::process::id()
+    ));
     std::fs::copy(log, &dest).ok()?;
     Some(dest)
 }
+
+/// Where CRIU logs of failed steps are kept.
+pub const LOG_DIR: &str = "/var/log/ckpt";
 
 fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -24,13 +24,13 @@ pub struct OptionsFile {
 }
 
 impl OptionsFile {
-    pub fn new(options: &[&str]) -> anyhow::Result<OptionsFile> {
+    pub fn new(options: &[impl AsRef<str>]) -> anyhow::Result<OptionsFile> {
         let mut file = tempfile::Builder::new()
             .prefix("ckpt-criu-")
             .suffix(".conf")
             .tempfile()?;
         for option in options {
-            writeln!(file, "{option}")?;
+            writeln!(file, "{}", option.as_ref())?;
         }
         file.flush()?;
         Ok(OptionsFile { file })
@@ -150,22 +150,44 @@ pub fn restore_stats(images: &Path) -> Option<RestoreStats> {
     })
 }
 
-/// The last line of a CRIU log that says what went wrong.
+/// The line of a CRIU log that says what went wrong: the first `Error (` line (the later ones are
+/// its consequences: `Dumping FAILED.`, `cgroupd: recv req error: ...`), else the first line that
+/// mentions an error. The harmless `Can't setup RLIMIT_NOFILE` is skipped.
 pub fn log_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    let mut errors = text
+    first_error(&text)
+}
+
+fn first_error(text: &str) -> Option<String> {
+    let relevant = |l: &&str| !l.contains("RLIMIT_NOFILE");
+    let mut lines = text.lines().filter(relevant);
+    let first = text
         .lines()
-        .rev()
-        .filter(|l| l.contains("Error") || l.contains("error"));
-    errors
-        .find(|l| !l.contains("RLIMIT_NOFILE"))
-        .map(|l| l.trim().to_string())
+        .filter(relevant)
+        .find(|l| l.contains("Error ("))
+        .or_else(|| lines.find(|l| l.contains("Error") || l.contains("error")))?;
+    Some(first.trim().to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn the_first_error_line_names_the_cause() {
+        let log = "(00.001) Warn  (criu/kerndat.c:1): rlimit: Can't setup RLIMIT_NOFILE for self\n\
+                   (00.010) Error (criu/files-ext.c:96): Can't dump file 7 of that type [600]\n\
+                   (00.011) Error (criu/cr-dump.c:2100): Dumping FAILED.\n\
+                   (00.012) Error (criu/cgroup.c:5): cgroupd: recv req error: File exists\n";
+        let line = first_error(log).unwrap();
+        assert!(line.contains("Can't dump file 7"), "{line}");
+        assert_eq!(
+            first_error("lxc: some error happened\n").unwrap(),
+            "lxc: some error happened"
+        );
+        assert!(first_error("all fine\n").is_none());
+    }
 
     #[test]
     fn stats_image_is_decoded() {

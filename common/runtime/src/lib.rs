@@ -6,8 +6,11 @@ pub mod checkpoint;
 pub mod compat;
 pub mod criu;
 pub mod fixtty;
+pub mod freezer;
+pub mod hold;
 pub mod host;
 pub mod lxc;
 pub mod procs;
+pub mod requirements;
 
 pub use lxc::{Container, State};

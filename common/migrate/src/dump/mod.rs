@@ -1,6 +1,8 @@
 //! ckpt-dump: streams a running container: its rootfs while it runs, then the freeze, the rootfs
-//! changes and the CRIU images. If the stream cannot be delivered, or the receiver reports failure
-//! (--ack), it restores the container here, so it is never lost.
+//! changes and the CRIU images. From the freeze until the destination runs the container (or,
+//! without --ack, until the stream is delivered) the source copy is held, frozen and cut from the
+//! network; any failure resumes it where it was, so it is never lost, and no CRIU restore is
+//! involved.
 
 mod live;
 mod rescue;
@@ -10,8 +12,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use ckpt_runtime::checkpoint;
+use ckpt_runtime::freezer::{self, Freezer};
 use ckpt_runtime::lxc::Container;
+use ckpt_runtime::{checkpoint, hold};
+use ckpt_stream::error::one_line;
 use ckpt_stream::io::open_output;
 use ckpt_stream::{
     add_parts, close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts,
@@ -21,7 +25,7 @@ use ckpt_stream::{
 use crate::ack;
 use crate::guard::{journal, raw, Guard};
 use crate::parts::container_parts;
-use crate::stats::{mb_per_s, ms, write_json, DumpReport};
+use crate::stats::{mb_per_s, ms, write_json, DumpReport, Failure};
 use crate::workdir::WorkDir;
 use live::RootfsCopy;
 use rescue::phase;
@@ -45,12 +49,44 @@ pub struct DumpConfig {
     pub keep: Option<PathBuf>,
     /// Wait for ckpt-restore's result line on this file (a fifo, /dev/fd/N) after the stream.
     pub ack: Option<PathBuf>,
+    /// The user's own CRIU dump options (lines of a CRIU config file).
+    pub criu_options: Vec<String>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
 }
 
 pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut report = DumpReport {
+        name: cfg.name.clone(),
+        compression: cfg.compression.to_string(),
+        ..Default::default()
+    };
+    let mut ack_opened = false;
+    let outcome = migrate(cfg, &mut report, &mut ack_opened);
+    if let (Err(_), Some(path), false) = (&outcome, &cfg.ack, ack_opened) {
+        // The other end of the --ack fifo (the shell's `> fifo`) waits for a reader: release it.
+        ack::release(path);
+    }
+    let Some(path) = &cfg.stats else {
+        return outcome;
+    };
+    report.phases_ms.total = ms(start.elapsed());
+    report.peak_rss_kib = crate::stats::peak_rss_kib();
+    report.usage = Some(crate::stats::Usage::now());
+    if let Err(err) = &outcome {
+        report.failure = Some(Failure {
+            phase: report.phase.clone(),
+            error: one_line(err),
+        });
+    }
+    let written = write_json(path, &report);
+    outcome.and(written)
+}
+
+/// The whole migration, recording in `report` what it did and the phase it is in.
+fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> anyhow::Result<()> {
+    report.phase = "checks".into();
     let container = Container::locate(&cfg.name, cfg.lxcpath.as_deref())?;
     if !container.is_running() {
         anyhow::bail!(
@@ -61,20 +97,23 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
             container.lxcpath.display()
         );
     }
-    ckpt_runtime::fixtty::ensure_checkpointable(&container)?;
     // Everything that can be refused is refused before the container is touched.
+    ckpt_runtime::fixtty::ensure_checkpointable(&container)?;
+    ckpt_runtime::requirements::check_dump(&container)?;
+    let freezer = Freezer::of(&container)
+        .with_context(|| format!("cannot find the freezer cgroup of {}", container.name))?;
+    let hold_script = match cfg.leave_running {
+        true => None,
+        false => Some(std::env::current_exe().context("finding ckpt-dump's own path")?),
+    };
     let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
     let mut ack = cfg.ack.as_deref().map(ack::open).transpose()?;
+    *ack_opened = true;
     let work = WorkDir::new(&container, cfg.keep.as_deref())?;
-    let mut report = DumpReport {
-        name: container.name.clone(),
-        compression: cfg.compression.to_string(),
-        ..Default::default()
-    };
 
-    // The guard finishes or undoes this migration if we are killed (spawned while single-threaded,
-    // before compression starts its threads).
+    // The guard finishes or undoes this migration if we are killed (it refuses to fork unless this
+    // process has one thread: compression and hashing start theirs later).
     let ack_copy = ack.as_ref().map(|a| a.get_ref().try_clone()).transpose()?;
     let keep_fds: Vec<_> = ack_copy.iter().map(raw).collect();
     let recover = rescue::recovery(
@@ -86,6 +125,7 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     let guard = Guard::spawn(journal(&container, TOOL), &keep_fds, recover)?;
 
     // While the container runs: the manifest, then (live) a first copy of the rootfs.
+    report.phase = "precopy".into();
     let t = Instant::now();
     let progress = Progress::new(TOOL, None, cfg.quiet);
     let (mut manifest, parts) = container_parts(&container, Some(work.path()), cfg.rootfs)?;
@@ -123,16 +163,32 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
     report.precopy_wire_bytes = wire.bytes();
     let precopy_bytes = stream.bytes();
 
+    // The freeze: from here the container is held (or, for a snapshot, thawed right after).
+    report.phase = "checkpoint".into();
     let t = Instant::now();
     report.freeze_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     guard.phase(phase::DUMPING)?;
-    if let Err(err) = checkpoint::dump(&container, work.path(), !cfg.leave_running) {
+    let dumped = freezer.freeze().and_then(|()| {
+        checkpoint::dump(
+            &container,
+            work.path(),
+            hold_script.as_deref(),
+            &cfg.criu_options,
+        )
+    });
+    if let Err(err) = dumped {
         progress.finish();
-        rescue::thaw(&container);
+        let resumed = hold::resume(&container);
         guard.done()?;
-        return Err(err);
+        return Err(match resumed {
+            Ok(()) => err.context(format!("{} was resumed and runs on here", container.name)),
+            Err(e) => err.context(format!("resuming {} failed too: {e:#}", container.name)),
+        });
+    }
+    if cfg.leave_running {
+        freezer::thaw(&container);
     }
     guard.phase(if cfg.leave_running {
         phase::SNAPSHOT
@@ -150,13 +206,13 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         ),
     );
 
-    // From here on, unless --leave-running, the container is stopped and only its images exist.
+    // Unless --leave-running, the container is held: frozen, its network cut, until the end.
+    report.phase = "stream".into();
     let t = Instant::now();
-    let streamed =
-        send_after_freeze(&mut stream, &parts, copy.as_ref(), &mut report).and_then(|()| {
-            let frozen_bytes = stream.bytes() - precopy_bytes;
-            close_stream(stream).map(|trailer| (trailer, frozen_bytes))
-        });
+    let streamed = send_after_freeze(&mut stream, &parts, copy.as_ref(), report).and_then(|()| {
+        let frozen_bytes = stream.bytes() - precopy_bytes;
+        close_stream(stream).map(|trailer| (trailer, frozen_bytes))
+    });
     progress.finish();
     report.phases_ms.stream = ms(t.elapsed());
     release_stdout();
@@ -190,9 +246,12 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
         ),
     );
 
+    report.phase = "ack".into();
     report.outcome = match ack {
         None if cfg.leave_running => "snapshot: container still running here".to_string(),
         None => {
+            // Delivered: the held copy is ended, as the stream now stands for it.
+            end_source(cfg, &container, false)?;
             let hint = format!(
                 "{} is stopped here; once it runs on the destination remove it with: \
                  lxc-destroy -n {} -P {}",
@@ -216,22 +275,33 @@ pub fn run(cfg: &DumpConfig) -> anyhow::Result<()> {
                             + result.timings_ms.restore,
                     );
                     report.restore = Some(result.clone());
-                    give_up_source(cfg, &container)?;
+                    end_source(cfg, &container, true)?;
                     format!("migrated: running on {} in {}", result.host, result.lxcpath)
                 }
                 Err(err) => return rollback(cfg, &container, work, guard, err),
             }
         }
     };
+    report.phase = "done".into();
     guard.done()?;
-    report.phases_ms.total = ms(start.elapsed());
-    if let Some(path) = &cfg.stats {
-        report.peak_rss_kib = crate::stats::peak_rss_kib();
-        report.usage = Some(crate::stats::Usage::now());
-        write_json(path, &report)?;
-    }
     work.finish()?;
     Ok(())
+}
+
+/// For a command line that could not be parsed: releases the writer of the `--ack FILE` fifo it
+/// names, if any (see [`ack::release`]).
+pub fn release_ack_in(args: impl Iterator<Item = std::ffi::OsString>) {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    for (i, arg) in args.iter().enumerate() {
+        let path = match arg.to_str() {
+            Some("--ack") => args.get(i + 1).map(PathBuf::from),
+            Some(a) => a.strip_prefix("--ack=").map(PathBuf::from),
+            None => None,
+        };
+        if let Some(path) = path {
+            ack::release(&path);
+        }
+    }
 }
 
 /// Streams the rootfs of the running container and ends the live copy; flushes, so that all of it
@@ -267,31 +337,37 @@ fn send_after_freeze<W: std::io::Write>(
     Ok(())
 }
 
-/// The destination runs the container: remove the stopped source copy so its name is free.
-fn give_up_source(cfg: &DumpConfig, container: &Container) -> anyhow::Result<()> {
+/// The destination has the container: end the held source copy, and with `destroy` (--ack: the
+/// destination confirmed it runs) remove it so its name is free.
+fn end_source(cfg: &DumpConfig, container: &Container, destroy: bool) -> anyhow::Result<()> {
     if cfg.leave_running {
         return Ok(());
     }
     let name = &container.name;
-    match rescue::give_up_source(container) {
-        Ok(_) => note(
+    let ended = match destroy {
+        true => rescue::give_up_source(container),
+        false => hold::end(container),
+    };
+    match ended {
+        Ok(()) if destroy => note(
             cfg.quiet,
             TOOL,
-            &format!("{name}: migrated; the stopped source copy was removed"),
+            &format!("{name}: migrated; the source copy was removed"),
         ),
+        Ok(()) => {}
         Err(e) => note(
             false,
             TOOL,
             &format!(
-                "warning: {name} runs on the destination, \
-                 but removing the stopped copy here failed: {e}"
+                "warning: {name} is on the destination, \
+                 but ending the source copy here failed: {e:#}"
             ),
         ),
     }
     Ok(())
 }
 
-/// The migration failed after the checkpoint: restore the container here, then report `err`.
+/// The migration failed after the freeze: resume the held container here, then report `err`.
 fn rollback(
     cfg: &DumpConfig,
     container: &Container,
@@ -307,22 +383,22 @@ fn rollback(
     note(
         cfg.quiet,
         TOOL,
-        &format!("{}: migration failed, restoring it here", container.name),
+        &format!("{}: migration failed, resuming it here", container.name),
     );
-    let restored = checkpoint::restore(container, work.path());
+    let resumed = hold::resume(container);
     guard.done()?;
-    match restored {
+    match resumed {
         Ok(()) => {
             work.finish()?;
             Err(err.context(format!(
-                "{} was restored here and runs again",
+                "{} was resumed here and runs again",
                 container.name
             )))
         }
-        Err(restore_err) => {
+        Err(resume_err) => {
             let images = work.keep_for_rescue();
             Err(err.context(format!(
-                "restoring {} here failed too ({restore_err:#}); \
+                "resuming {} here failed too ({resume_err:#}); \
                  its images are kept: restore it with {}",
                 container.name,
                 rescue::restore_hint(container, &images)
@@ -332,7 +408,7 @@ fn rollback(
 }
 
 /// Points fd 1 at /dev/null so the receiver sees the end of the stream while we wait for its ack
-/// or restore locally (our own copy of stdout is already closed).
+/// (our own copy of stdout is already closed).
 fn release_stdout() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdout(&null);

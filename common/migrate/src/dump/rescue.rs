@@ -1,13 +1,13 @@
 //! What ckpt-dump does to keep exactly one running copy when a migration fails or when it is killed
-//! midway (through its guard): restore the container here, thaw it, or give up the source once
-//! the receiver confirmed.
+//! midway (through its guard): resume the held source copy here, or end it once the receiver
+//! confirmed (or, without --ack, once the stream was delivered).
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use ckpt_runtime::checkpoint;
 use ckpt_runtime::lxc::{Container, State};
+use ckpt_runtime::{freezer, hold};
 
 use crate::ack::read_result;
 use crate::guard::{log, settle};
@@ -16,43 +16,21 @@ use crate::guard::{log, settle};
 pub mod phase {
     /// lxc-checkpoint is (or may be) running.
     pub const DUMPING: &str = "dumping";
-    /// The container is stopped; its stream is being written.
+    /// The container is held (frozen, network cut); its stream is being written.
     pub const STREAMING: &str = "streaming";
     /// The whole stream, trailer included, was written.
     pub const SENT: &str = "sent";
-    /// The receiver reported the container running: the source copy must go.
+    /// The receiver reported the container running: the held source copy must go.
     pub const ACKED: &str = "acked";
-    /// --leave-running: the container kept running; nothing to undo.
+    /// --leave-running: the container was thawed after the dump; nothing to undo.
     pub const SNAPSHOT: &str = "snapshot";
 }
 
-/// Thaws a container a killed CRIU may have left frozen. CRIU freezes through the cgroup-v1
-/// freezer when one is mounted, which lxc-info does not report and lxc-unfreeze (cgroup2) does not
-/// undo: write THAWED there as well, for every freezer cgroup of the container's init.
-pub fn thaw(container: &Container) {
-    let _ = container.lxc("lxc-unfreeze", &[]);
-    let Some(pid) = container.init_pid() else {
-        return;
-    };
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    for line in cgroups.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (
-            fields.next(),
-            fields.next().unwrap_or(""),
-            fields.next().unwrap_or(""),
-        );
-        if controllers.split(',').any(|c| c == "freezer") {
-            let _ = std::fs::write(
-                format!("/sys/fs/cgroup/freezer{path}/freezer.state"),
-                "THAWED",
-            );
-        }
-    }
-}
-
-/// Removes the stopped source copy once the destination runs the container.
+/// Ends the held source copy and removes it once the destination runs the container.
 pub fn give_up_source(container: &Container) -> anyhow::Result<()> {
+    if !matches!(container.state(), Ok(State::Stopped)) {
+        hold::end(container)?;
+    }
     container.lxc("lxc-destroy", &[])?;
     Ok(())
 }
@@ -76,36 +54,31 @@ pub fn recovery(
     ack: Option<File>,
 ) -> impl FnOnce(&str) {
     move |phase| {
-        let restore_here = || match checkpoint::restore(&container, &images) {
-            Ok(()) => {
-                log(&format!(
-                    "{}: restored here from {}",
-                    container.name,
-                    images.display()
-                ));
-                if remove_images {
-                    let _ = std::fs::remove_dir_all(&images);
-                }
-            }
-            Err(e) => log(&format!(
-                "{}: restoring here failed ({e:#}); restore it with: {}",
-                container.name,
-                restore_hint(&container, &images)
-            )),
-        };
         let discard_images = || {
             if remove_images {
                 let _ = std::fs::remove_dir_all(&images);
             }
         };
+        let resume = || {
+            match hold::resume(&container) {
+                Ok(()) => log(&format!("{}: resumed here", container.name)),
+                Err(e) => log(&format!(
+                    "{}: resuming it here failed ({e:#}); its images are in {}: {}",
+                    container.name,
+                    images.display(),
+                    restore_hint(&container, &images)
+                )),
+            }
+            discard_images();
+        };
         let give_up = || {
             match give_up_source(&container) {
                 Ok(()) => log(&format!(
-                    "{}: runs on the destination; stopped source copy removed",
+                    "{}: runs on the destination; source copy removed",
                     container.name
                 )),
                 Err(e) => log(&format!(
-                    "{}: runs on the destination; removing the source copy failed: {e}",
+                    "{}: runs on the destination; removing the source copy failed: {e:#}",
                     container.name
                 )),
             }
@@ -114,32 +87,38 @@ pub fn recovery(
         match (phase, ack) {
             (phase::DUMPING, _) => {
                 settle(&images);
-                thaw(&container);
-                let stopped = matches!(container.state(), Ok(State::Stopped));
-                if stopped && images.join("inventory.img").is_file() {
-                    restore_here();
-                }
+                resume();
             }
             (phase::STREAMING | phase::SENT, Some(ack)) => {
                 let name = container.name.clone();
                 match read_result(BufReader::new(ack), &name) {
                     Ok(_) => give_up(),
-                    Err(_) => restore_here(),
+                    Err(_) => resume(),
                 }
             }
-            (phase::STREAMING, None) => restore_here(),
-            (phase::SENT, None) => log(&format!(
-                "{}: stream complete, left stopped here as without a guard; \
-                 remove it with lxc-destroy -n {} -P {} and rm -r {} \
-                 once it runs on the destination",
-                container.name,
-                container.name,
-                container.lxcpath.display(),
-                images.display()
-            )),
+            (phase::STREAMING, None) => resume(),
+            (phase::SENT, None) => {
+                if let Err(e) = hold::end(&container) {
+                    log(&format!(
+                        "{}: ending the source copy failed: {e:#}",
+                        container.name
+                    ));
+                }
+                log(&format!(
+                    "{}: stream complete, source copy stopped as without a guard; \
+                     remove it with lxc-destroy -n {} -P {} once it runs on the destination",
+                    container.name,
+                    container.name,
+                    container.lxcpath.display()
+                ));
+                discard_images();
+            }
             (phase::ACKED, _) => give_up(),
-            // Killed before the freeze (or after a snapshot): the container runs; only the
-            // private work dir is left to remove.
+            (phase::SNAPSHOT, _) => {
+                freezer::thaw(&container);
+                discard_images();
+            }
+            // Killed before the freeze: the container runs; only the private work dir is left.
             _ => discard_images(),
         }
     }

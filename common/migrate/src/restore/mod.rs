@@ -5,7 +5,7 @@
 mod rescue;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -33,6 +33,10 @@ pub struct RestoreConfig {
     pub input: Option<PathBuf>,
     /// Key file: refuse any stream without a valid MAC for it (else $CKPT_KEY, else none).
     pub key: Option<PathBuf>,
+    /// The user's own CRIU restore options (lines of a CRIU config file).
+    pub criu_options: Vec<String>,
+    /// How long CRIU's restore may take before it is killed and the restore fails.
+    pub timeout: Duration,
     pub quiet: bool,
 }
 
@@ -59,25 +63,16 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
     }
     // The result line goes out whatever happened; failing to print it is itself a failure.
     let printed = ack::send_result(&result);
-    let Restored {
-        bytes,
-        criu_restore,
-        running,
-    } = outcome?;
-    if let Some(running) = running {
-        match printed {
-            Ok(()) => running.keep()?,
-            Err(err) => {
-                // Nobody learned that it runs here: the sender keeps (or restores) its copy.
-                running.remove();
-                return Err(err.context(
-                    "the restored container was removed again, as nobody learned that it runs",
-                ));
-            }
-        }
-    }
+    let (bytes, criu_restore, done) = match outcome {
+        Ok(Restored {
+            bytes,
+            criu_restore,
+            running,
+        }) => (bytes, criu_restore, report_running(running, printed)),
+        Err(err) => (0, None, Err(err)),
+    };
     if let Some(path) = &cfg.stats {
-        let unpack = std::time::Duration::from_millis(result.timings_ms.unpack.max(1));
+        let unpack = Duration::from_millis(result.timings_ms.unpack.max(1));
         let report = RestoreReport {
             result,
             bytes,
@@ -86,9 +81,27 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
             peak_rss_kib: crate::stats::peak_rss_kib(),
             usage: Some(crate::stats::Usage::now()),
         };
-        write_json(path, &report)?;
+        let written = write_json(path, &report);
+        return done.and(written);
     }
-    Ok(())
+    done
+}
+
+/// Keeps a restored container once its result line is out; removes it again when printing the
+/// line failed, since nobody learned that it runs here (the sender resumes its own copy).
+fn report_running(running: Option<Running>, printed: anyhow::Result<()>) -> anyhow::Result<()> {
+    let Some(running) = running else {
+        return printed;
+    };
+    match printed {
+        Ok(()) => running.keep(),
+        Err(err) => {
+            running.remove();
+            Err(err.context(
+                "the restored container was removed again, as nobody learned that it runs",
+            ))
+        }
+    }
 }
 
 /// What a successful run produced.
@@ -177,7 +190,7 @@ fn restore(
     guard.phase(RESTORING)?;
     let installed = install(&manifest, &container, staging.path())?;
     let images = staging.path().join("images");
-    if let Err(err) = checkpoint::restore(&container, &images) {
+    if let Err(err) = checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout) {
         stop(&container);
         drop(installed);
         guard.done()?;
