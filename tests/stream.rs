@@ -722,8 +722,9 @@ fn corruption_truncation_and_forged_trailers_are_refused() {
         bad[i] ^= 0x04;
         refused(&t, bad, "");
     }
-    // Truncated at every entry boundary and in the middle of entries.
-    for cut in (0..good.len())
+    // Truncated at every entry boundary and in the middle of entries (cut to nothing, it is an
+    // empty input: see empty_input_is_named_as_empty).
+    for cut in (512..good.len())
         .step_by(512)
         .chain([700, 2000, good.len() - 100])
     {
@@ -769,6 +770,166 @@ fn huge_declared_size_is_refused_without_allocating() {
     stream[at..at + 512].copy_from_slice(big.as_bytes());
     stream.truncate(at + 512 + 4096);
     refused(&t, stream, "truncated");
+}
+
+// ---- inputs that are not ckpt streams (issue #16): refused for what they are ----
+
+/// `ckpt-unpack --verify`, `ckpt-unpack --list` and `ckpt-restore --check` all refuse `input` on
+/// stdin with one line holding `needle`, exit 1, and nothing on stdout but ckpt-restore's result.
+fn not_a_stream(t: &Dir, input: &[u8], needle: &str) {
+    // ckpt-restore gets an lxcpath of the test's own, so that the host's LXC setup plays no part.
+    for (tool, args) in [
+        ("ckpt-unpack", &["--verify"][..]),
+        ("ckpt-unpack", &["--list"]),
+        ("ckpt-restore", &["--check", "-P", "lxc"]),
+    ] {
+        let run = t
+            .cmd(tool)
+            .args(args)
+            .arg("-q")
+            .stdin(input.to_vec())
+            .fails(1)
+            .one_line_error(needle);
+        if tool == "ckpt-unpack" && !run.stdout().is_empty() {
+            run.fail("a refused input printed something");
+        }
+    }
+}
+
+#[test]
+fn empty_input_is_named_as_empty() {
+    let t = Dir::new("not-empty");
+    not_a_stream(
+        &t,
+        b"",
+        "bad stream: no stream on standard input: it is empty (did the command writing it fail?)",
+    );
+    fs::write(t.join("u1.ckpt"), b"").unwrap();
+    for (tool, args) in [
+        ("ckpt-unpack", &["--verify"][..]),
+        ("ckpt-restore", &["--check", "-P", "lxc"]),
+    ] {
+        t.cmd(tool)
+            .args(args)
+            .args(["-i", "u1.ckpt"])
+            .fails(1)
+            .one_line_error("bad stream: u1.ckpt is empty: no stream in it");
+    }
+    // zstd of nothing holds no stream either.
+    not_a_stream(
+        &t,
+        &zstd::encode_all(&b""[..], 1).unwrap(),
+        "not a ckpt stream: the input is zstd-compressed but decompresses to nothing",
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_tar_header_are_named() {
+    let t = Dir::new("not-tar");
+    not_a_stream(
+        &t,
+        b"hello world\nthis is a text file\n",
+        "bad stream: not a ckpt stream: the input does not start with a tar header (it starts \
+         with text \"hello world\"); ckpt streams are made by ckpt-dump or ckpt-pack",
+    );
+    // Binary that is not a tar (an ELF header), whole blocks of it or a few bytes.
+    let elf = [&b"\x7fELF\x02\x01\x01\0"[..], &noise(4000)].concat();
+    for len in [3, 8, 4000] {
+        let shown = ["7f", "45", "4c", "46", "02", "01", "01", "00"][..len.min(8)].join(" ");
+        not_a_stream(
+            &t,
+            &elf[..len],
+            &format!(
+                "not a ckpt stream: the input does not start with a tar header (it starts with \
+                 bytes {shown})"
+            ),
+        );
+    }
+    not_a_stream(
+        &t,
+        &[0; 10240],
+        "not a ckpt stream: the input starts with zero bytes, not a tar header (an empty tar \
+         archive?)",
+    );
+    // The same inside zstd.
+    not_a_stream(
+        &t,
+        &zstd::encode_all(&b"hello world\n"[..], 1).unwrap(),
+        "not a ckpt stream: the zstd-decompressed input does not start with a tar header (it \
+         starts with text \"hello world\")",
+    );
+    // Other compressors are named, with the command that decompresses them.
+    for (magic, name) in [
+        (&b"\x1f\x8b\x08\x00"[..], "gzip"),
+        (b"\xfd7zXZ\x00\x00\x04", "xz"),
+        (b"BZh91AY&SY", "bzip2"),
+    ] {
+        not_a_stream(
+            &t,
+            &[magic, &noise(600)].concat(),
+            &format!(
+                "bad stream: {name}-compressed data, not a ckpt stream: ckpt reads plain or \
+                 zstd-compressed streams (if it holds one, decompress it first: {name} -dc)"
+            ),
+        );
+    }
+}
+
+#[test]
+fn plain_tar_archive_is_named_with_its_first_entry() {
+    let t = Dir::new("not-ckpt-tar");
+    fs::create_dir(t.join("etc")).unwrap();
+    fs::write(t.join("etc/hostname"), "h1\n").unwrap();
+    let expect = "bad stream: a tar archive, but not a ckpt stream: its first entry is \
+                  \"etc/hostname\"; ckpt streams start with manifest.json and are made by \
+                  ckpt-dump or ckpt-pack";
+    // GNU tar's default format, and pax (whose first header is a pax header for the entry).
+    for format in ["gnu", "pax", "ustar"] {
+        let tar = t
+            .program("tar")
+            .args(["--format", format, "-cf", "-", "etc/hostname"])
+            .ok()
+            .stdout()
+            .to_vec();
+        not_a_stream(&t, &tar, expect);
+    }
+    // ckpt's own tar writer, no manifest: plain and zstd-compressed.
+    let mut w = TarWriter::new(Vec::new());
+    let (f, data) = file(b"etc/hostname", b"h1\n");
+    w.append(&f, &mut &data[..]).unwrap();
+    let tar = ckpt_stream::seal(w, None).unwrap().0;
+    not_a_stream(&t, &tar, expect);
+    not_a_stream(
+        &t,
+        &zstd::encode_all(&tar[..], 1).unwrap(),
+        &expect.replace("a tar archive", "a zstd-compressed tar archive"),
+    );
+    // A ckpt stream cut inside its first header is still a truncated ckpt stream.
+    let good = forge(&[dir(b"rootfs")]);
+    for cut in [1, 100, 300, 511] {
+        not_a_stream(&t, &good[..cut], "truncated");
+    }
+}
+
+#[test]
+fn stream_from_a_newer_format_version_says_so() {
+    let t = Dir::new("newer");
+    let mut manifest: serde_json::Value = serde_json::from_str(MANIFEST).unwrap();
+    manifest["version"] = 2.into();
+    manifest["ckpt"] = "9.0.0".into();
+    // A newer manifest may lack fields this ckpt knows: the version is what matters.
+    manifest.as_object_mut().unwrap().remove("lxcpath");
+    let mut w = TarWriter::new(Vec::new());
+    let (m, data) = file(b"manifest.json", manifest.to_string().as_bytes());
+    w.append(&m, &mut &data[..]).unwrap();
+    let stream = ckpt_stream::seal(w, None).unwrap().0;
+    let expect = format!(
+        "bad stream: stream from a newer ckpt (format version 2, written by ckpt 9.0.0; this \
+         ckpt {} reads version 1): upgrade ckpt on this host",
+        env!("CARGO_PKG_VERSION")
+    );
+    not_a_stream(&t, &stream, &expect);
+    not_a_stream(&t, &zstd::encode_all(&stream[..], 1).unwrap(), &expect);
 }
 
 // ---- authenticated streams ----

@@ -35,7 +35,7 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
     let key = Key::load(cfg.key.as_deref())?;
     let progress = Progress::new("ckpt-unpack", None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
-    let mut reader = StreamReader::open(input, key)?;
+    let mut reader = StreamReader::open_from(input, cfg.input.as_deref(), key)?;
     reader.start_threads();
     let trailer = match &cfg.action {
         Action::Extract(dest) => {

@@ -53,6 +53,15 @@ pub struct Manifest {
     pub await_copy: bool,
 }
 
+/// The fields of a manifest that every format version has, read before the rest.
+#[derive(Deserialize)]
+struct Preamble {
+    format: String,
+    version: u32,
+    #[serde(default)]
+    ckpt: Option<String>,
+}
+
 /// What parts of a container a stream includes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Include {
@@ -148,24 +157,38 @@ pub fn summary(manifest: &Manifest, trailer: &Trailer) -> String {
 }
 
 impl Manifest {
-    /// Parses and checks a manifest read from a stream.
+    /// Parses and checks a manifest read from a stream: its format and version first, so that a
+    /// manifest from a newer ckpt is refused as such, whatever other fields it has.
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Manifest> {
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| bad_stream(format!("manifest.json is not valid: {e}")))?;
-        if manifest.format != FORMAT_NAME {
+        let not_valid =
+            |e: serde_json::Error| bad_stream(format!("manifest.json is not valid: {e}"));
+        let first: Preamble = serde_json::from_slice(bytes).map_err(not_valid)?;
+        if first.format != FORMAT_NAME {
             return Err(bad_stream(format!(
                 "manifest format is {:?}, not {FORMAT_NAME:?}: this is not a ckpt stream",
-                manifest.format
+                first.format
             )));
         }
-        if manifest.version != FORMAT_VERSION {
+        if first.version > FORMAT_VERSION {
+            let writer = first
+                .ckpt
+                .map(|v| format!(", written by ckpt {v}"))
+                .unwrap_or_default();
             return Err(bad_stream(format!(
-                "stream format version {} is not supported by ckpt {} (reads version {FORMAT_VERSION}): \
-                 use the same ckpt version on both ends",
-                manifest.version,
+                "stream from a newer ckpt (format version {}{writer}; this ckpt {} reads version \
+                 {FORMAT_VERSION}): upgrade ckpt on this host",
+                first.version,
                 crate::VERSION
             )));
         }
+        if first.version != FORMAT_VERSION {
+            return Err(bad_stream(format!(
+                "stream format version {} is unknown (this ckpt {} reads version {FORMAT_VERSION})",
+                first.version,
+                crate::VERSION
+            )));
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(not_valid)?;
         check_name(&manifest.name)?;
         Ok(manifest)
     }
@@ -313,6 +336,20 @@ mod tests {
         m["version"] = 99.into();
         let err = Manifest::from_json(m.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 99"), "{err}");
+        // A newer manifest is refused for its version, not for fields it lacks or has anew.
+        let newer = serde_json::json!({"format": "ckpt", "version": 2, "ckpt": "3.0.0", "x": 1});
+        let err = Manifest::from_json(newer.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "bad stream: stream from a newer ckpt (format version 2, written by ckpt 3.0.0; \
+                 this ckpt {} reads version 1): upgrade ckpt on this host",
+                crate::VERSION
+            )
+        );
+        m["version"] = 0.into();
+        let err = Manifest::from_json(m.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("version 0 is unknown"), "{err}");
         m["version"] = 1.into();
         m["name"] = "../evil".into();
         assert!(Manifest::from_json(m.to_string().as_bytes()).is_err());

@@ -1,5 +1,6 @@
 //! Where streams come from and go to: stdin/stdout or `-i`/`-o` files, refusal to write binary to a
-//! terminal, zstd compression on output and detection (by magic) on input.
+//! terminal, zstd compression on output and detection (by magic) on input, whose first block tells
+//! whether it can be a ckpt stream at all.
 
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read, Write};
@@ -12,10 +13,9 @@ use anyhow::Context;
 
 use crate::compress::ZstdSink;
 use crate::decoder::Decoded;
-use crate::error::{bad_stream_io, usage};
+use crate::error::{bad_stream, bad_stream_io, usage};
+use crate::start::{Start, HEAD};
 
-/// The zstd frame magic, little-endian 0xFD2FB528.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// I/O buffer size for streams.
 pub const STREAM_BUF: usize = 1 << 20;
 
@@ -122,28 +122,45 @@ pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read + Send>> {
 const INPUT_BUF: usize = 64 << 10;
 
 /// Wraps `input` in a zstd decoder when it starts with the zstd magic. The decoder reads every
-/// frame to the true end of input and checks frame checksums.
-pub fn decompress(input: Box<dyn Read + Send>) -> anyhow::Result<Decoded> {
+/// frame to the true end of input and checks frame checksums. Refuses, by its first block (plain or
+/// decompressed), an input that cannot be a ckpt stream, saying what it is; `path` is where it
+/// comes from, as [`open_input`] took it (None: standard input).
+pub fn decompress(input: Box<dyn Read + Send>, path: Option<&Path>) -> anyhow::Result<Decoded> {
     let mut buffered = BufReader::with_capacity(INPUT_BUF, input);
-    // The first 4 bytes, however many reads of a pipe they take to arrive, then put back in front.
-    let mut head = [0u8; 4];
+    let head = read_head(&mut buffered)?;
+    let start = Start::of(&head);
+    if let Some(problem) = start.problem(path, false) {
+        return Err(bad_stream(problem));
+    }
+    let buffered = io::Cursor::new(head).chain(buffered);
+    if start != Start::Zstd {
+        return Ok(Decoded::new(Box::new(buffered), false));
+    }
+    let decoder = zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
+    let mut decoded = BufReader::with_capacity(STREAM_BUF, ZstdErrors(decoder));
+    let head = read_head(&mut decoded)?;
+    if let Some(problem) = Start::of(&head).problem(path, true) {
+        return Err(bad_stream(problem));
+    }
+    let decoded = io::Cursor::new(head).chain(decoded);
+    Ok(Decoded::new(Box::new(decoded), true))
+}
+
+/// The first block of `input` (less when it is shorter), however many reads of a pipe it takes to
+/// arrive: what the input is must not depend on how it arrives.
+fn read_head(input: &mut impl Read) -> anyhow::Result<Vec<u8>> {
+    let mut head = vec![0u8; HEAD];
     let mut got = 0;
     while got < head.len() {
-        match buffered.read(&mut head[got..]) {
+        match input.read(&mut head[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(anyhow::Error::new(e).context("reading the stream")),
         }
     }
-    let buffered = io::Cursor::new(head[..got].to_vec()).chain(buffered);
-    if head[..got] == ZSTD_MAGIC {
-        let decoder =
-            zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
-        let decoded = BufReader::with_capacity(STREAM_BUF, ZstdErrors(decoder));
-        return Ok(Decoded::new(Box::new(decoded), true));
-    }
-    Ok(Decoded::new(Box::new(buffered), false))
+    head.truncate(got);
+    Ok(head)
 }
 
 /// Names zstd decoding failures as stream corruption.

@@ -22,6 +22,7 @@ mod reader;
 mod receive;
 mod send;
 mod staging;
+mod start;
 mod writer;
 
 pub use auth::{Key, KEY_ENV};

@@ -2,6 +2,7 @@
 //! the bundle layout, the trailer (and MAC) against the chain at the end.
 
 use std::io::{BufRead, Read};
+use std::path::Path;
 
 use crate::auth::Key;
 use crate::decoder::Decoded;
@@ -10,6 +11,7 @@ use crate::format::{
     classify, EntryPath, Manifest, Trailer, MANIFEST_PATH, MAX_JSON_SIZE, TRAILER_PATH,
 };
 use crate::io::decompress;
+use crate::start::{self, Start};
 use crate::wire::{core_to_spare, Entry, Kind, Next, TarReader};
 
 /// What [`StreamReader::next_item`] found after the manifest.
@@ -40,21 +42,31 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// Opens a stream; with a `key`, only a stream with a valid MAC for it verifies.
+    /// Opens a stream read from standard input; with a `key`, only a stream with a valid MAC for it
+    /// verifies.
     pub fn open(input: Box<dyn Read + Send>, key: Option<Key>) -> anyhow::Result<StreamReader> {
-        let decoded = decompress(input)?;
-        let busy = usize::from(decoded.is_compressed());
+        StreamReader::open_from(input, None, key)
+    }
+
+    /// Opens a stream read from `path` (None: standard input, as [`crate::io::open_input`] takes
+    /// it), which messages name; with a `key`, only a stream with a valid MAC for it verifies.
+    pub fn open_from(
+        input: Box<dyn Read + Send>,
+        path: Option<&Path>,
+        key: Option<Key>,
+    ) -> anyhow::Result<StreamReader> {
+        let decoded = decompress(input, path)?;
+        let zstd = decoded.is_compressed();
+        let busy = usize::from(zstd);
         let mut tar = TarReader::new(decoded, TRAILER_PATH.as_bytes());
         if !core_to_spare(busy) {
             tar.hash_here();
         }
         let entry = match tar.next_entry()? {
             Next::Entry(entry) if entry.path == MANIFEST_PATH.as_bytes() => entry,
-            _ => {
-                return Err(bad_stream(
-                    "first entry is not manifest.json: not a ckpt stream",
-                ))
-            }
+            // Only a tar archive that starts with a pax header gets here (see crate::start).
+            Next::Entry(Entry { path, .. }) => return Err(not_ckpt(&path, zstd)),
+            Next::End { .. } => return Err(not_ckpt(TRAILER_PATH.as_bytes(), zstd)),
         };
         let json = read_json(&mut tar, &entry)?;
         let manifest = Manifest::from_json(&json)?;
@@ -110,6 +122,12 @@ impl StreamReader {
     pub fn finish_entry(&mut self) -> anyhow::Result<Option<blake3::Hash>> {
         self.tar.finish_entry()
     }
+}
+
+/// A tar archive (zstd-compressed or not) whose first entry is at `path`, not the manifest.
+fn not_ckpt(path: &[u8], zstd: bool) -> anyhow::Error {
+    let problem = Start::OtherTar(start::shown(path)).problem(None, zstd);
+    bad_stream(problem.unwrap_or_default())
 }
 
 /// The data of a small JSON entry (the manifest, copied.json), refusing anything else.

@@ -141,7 +141,8 @@ fn restore(
 ) -> anyhow::Result<Restored> {
     let progress = Progress::new(TOOL, None, cfg.quiet);
     let input = Box::new(progress.reader(open_input(cfg.input.as_deref())?));
-    let mut reader = StreamReader::open(input, Key::load(cfg.key.as_deref())?)?;
+    let key = Key::load(cfg.key.as_deref())?;
+    let mut reader = StreamReader::open_from(input, cfg.input.as_deref(), key)?;
     let manifest = reader.manifest.clone();
     result.name = manifest.name.clone();
     ckpt_runtime::compat::check(&manifest)?;
