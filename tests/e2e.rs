@@ -324,7 +324,38 @@ fn dump_refuses_what_it_cannot_checkpoint() {
     tb.sh("host1", "$BIN/ckpt-dump -P $L1 nosuch > /dev/null")
         .expect_code(1)
         .one_line_error("no container nosuch");
-    tb.sh("host1", "lxc-stop -P $L1 -n r1 -k").expect_code(0);
+    // Made checkpointable, it is still refused for a --keep dir that is not new or empty, and the
+    // message names --keep; --stats records the refusal.
+    tb.sh(
+        "host1",
+        "lxc-stop -P $L1 -n r1 -k && $BIN/lxc-fixtty -q -P $L1 r1 && lxc-start -P $L1 -n r1 && \
+         mkdir -p /tmp/r1.keep && touch /tmp/r1.keep/x",
+    )
+    .expect_code(0);
+    tb.sh(
+        "host1",
+        "$BIN/ckpt-dump -P $L1 --keep /tmp/r1.keep --stats /tmp/r1.stats r1 > /dev/null",
+    )
+    .expect_code(2)
+    .one_line_error("give a new or empty directory to --keep");
+    let stats = tb
+        .sh("host1", "cat /tmp/r1.stats")
+        .expect_code(0)
+        .stdout_str();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["failure"]["phase"], "checks", "{stats}");
+    assert!(
+        stats["failure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--keep")),
+        "{stats}"
+    );
+    assert_eq!(tb.state("host1", &c.name), "RUNNING");
+    tb.sh(
+        "host1",
+        "rm -rf /tmp/r1.keep /tmp/r1.stats; lxc-stop -P $L1 -n r1 -k",
+    )
+    .expect_code(0);
     tb.sh("host1", "$BIN/ckpt-dump -P $L1 r1 > /dev/null")
         .expect_code(1)
         .one_line_error("not running");

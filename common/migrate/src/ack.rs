@@ -91,18 +91,28 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     Ok(BufReader::new(file))
 }
 
-/// ckpt-dump's side, when it ends before [`open`]: opens the ack fifo for a moment so that its
-/// writer (the shell's `ssh ... > fifo`, blocked until a reader comes) goes on and sees the
-/// pipeline end, instead of waiting forever. Anything but a fifo is left alone.
+/// ckpt-dump's side, when it ends before [`open`]: opens the ack fifo so that its writer (the
+/// shell's `ssh ... > fifo`, blocked until a reader comes) goes on and sees the pipeline end,
+/// instead of waiting forever. The shell starts that writer at the same time as ckpt-dump, so it
+/// may open the fifo only after a quick refusal: the fifo stays open until the writer has said
+/// something or gone (the receiver reports its failed, empty input at once), for at most
+/// [`RELEASE_GRACE`]. Anything but a fifo is left alone.
 pub fn release(path: &Path) {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
-        let _ = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path);
+    if !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+        return;
+    }
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    if let Ok(reader) = reader {
+        ckpt_stream::io::wait_readable(reader.as_fd(), RELEASE_GRACE);
     }
 }
+
+/// How long [`release`] waits for the fifo's writer.
+pub const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long ckpt-dump waits for the receiver to unpack the live copy before it freezes anyway (a
 /// stage that holds back the end of the copy until more data comes would otherwise stall it).
