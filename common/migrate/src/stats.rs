@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use ckpt_runtime::criu::{DumpStats, RestoreStats};
+use ckpt_runtime::criu::{DumpStats, MountMode, RestoreStats};
 
 use crate::ack::RestoreResult;
 
@@ -35,6 +35,10 @@ pub struct DumpReport {
     /// The rootfs changes sent after the freeze (live streams).
     pub rootfs_changes: Option<RootfsChanges>,
     pub compression: String,
+    /// CRIU dump options beyond ckpt's own: what the container needed and the user's.
+    pub criu_options: Vec<String>,
+    /// Dumps tried again after a passing failure (the container ran on meanwhile).
+    pub dump_retries: u32,
     pub criu_dump: Option<DumpStats>,
     /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
     /// (known only with --ack, from the receiver's result line).
@@ -84,6 +88,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub throughput_mb_s: f64,
     pub criu_restore: Option<RestoreStats>,
+    /// How CRIU restored the mounts: mount-v2 or mntns-compat-mode.
+    pub mount_mode: Option<MountMode>,
     /// This process's peak resident memory (VmHWM), CRIU and other children not included.
     pub peak_rss_kib: Option<u64>,
     /// CPU time and peak RSS of this process and every child it waited for (lxc-checkpoint,

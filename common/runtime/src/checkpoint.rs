@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::criu::{self, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
+use crate::criu::{self, MountMode, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
 use crate::freezer;
 use crate::lxc::{Container, State};
 
@@ -116,34 +116,88 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
 
 /// Restores `container` (installed under its lxcpath) from `images`, detached from our stdio so
 /// that `ssh host ckpt-restore` returns, thaws it (images of a frozen container restore frozen),
-/// waits until LXC reports it RUNNING, and announces its addresses on the LAN. A restore that has
-/// not finished after `timeout` is killed and fails. `extra`: the user's own CRIU options.
+/// waits until LXC reports it RUNNING, and announces its addresses on the LAN. The mount mode is
+/// guessed from the images; a restore that fails on mounts is tried once more in the other mode.
+/// A restore that has not finished after `timeout` is killed and fails. `extra`: the user's own
+/// CRIU options. Returns the mount mode that worked.
 pub fn restore(
     container: &Container,
     images: &Path,
     extra: &[String],
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<MountMode> {
+    let chosen_by_user = extra.iter().any(|o| o.trim() == "mntns-compat-mode");
+    let modes = match chosen_by_user {
+        true => vec![MountMode::MntnsCompatMode],
+        false => MountMode::order(images).to_vec(),
+    };
+    let mut failed = None;
+    for mode in modes {
+        if failed.is_some() {
+            // The failed attempt left nothing running; make sure before trying again.
+            let _ = container.lxc("lxc-stop", &["-k"]);
+        }
+        match restore_in(container, images, extra, timeout, mode) {
+            Ok(()) => return Ok(mode),
+            Err(Failed { error, mounts }) => {
+                let retry = mounts && failed.is_none();
+                failed = Some(error);
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(failed.unwrap_or_else(|| anyhow::anyhow!("no restore was tried")))
+}
+
+/// A failed restore attempt, and whether CRIU failed on mounts.
+struct Failed {
+    error: anyhow::Error,
+    mounts: bool,
+}
+
+/// One restore attempt in mount mode `mode`.
+fn restore_in(
+    container: &Container,
+    images: &Path,
+    extra: &[String],
+    timeout: Duration,
+    mode: MountMode,
+) -> Result<(), Failed> {
+    let failed = |error: anyhow::Error| Failed {
+        error,
+        mounts: false,
+    };
     let mut options: Vec<String> = RESTORE_OPTIONS.iter().map(|o| o.to_string()).collect();
+    options.extend(mode.option().map(str::to_string));
     options.extend(extra.iter().cloned());
-    let options = OptionsFile::new(&options)?;
+    let options = OptionsFile::new(&options).map_err(failed)?;
     let log = images.join("lxc-checkpoint.log");
     let criu_log = images.join("restore.log");
-    let child = lxc_checkpoint(container, images, &options, &log)?
+    let child = lxc_checkpoint(container, images, &options, &log)
+        .map_err(failed)?
         .args(["-r", "-d"])
         .spawn()
-        .context("running lxc-checkpoint -r (is LXC installed?)")?;
-    match wait_unstuck(child, images, Some(timeout))? {
+        .context("running lxc-checkpoint -r (is LXC installed?)")
+        .map_err(failed)?;
+    match wait_unstuck(child, images, Some(timeout)).map_err(failed)? {
         Some(status) if status.success() => {}
-        Some(_) => return Err(failure("restore", container, &criu_log, &log)),
+        Some(_) => {
+            let mounts = criu::log_error(&criu_log).is_some_and(|l| criu::is_mount_error(&l));
+            return Err(Failed {
+                error: failure("restore", container, &criu_log, &log),
+                mounts,
+            });
+        }
         None => {
-            return Err(
+            return Err(failed(
                 failure("restore", container, &criu_log, &log).context(format!(
                     "CRIU's restore of {} did not finish within {} s and was killed",
                     container.name,
                     timeout.as_secs()
                 )),
-            )
+            ))
         }
     }
     freezer::thaw(container);
@@ -155,13 +209,13 @@ pub fn restore(
                 return Ok(());
             }
             _ if start.elapsed() > RUNNING_TIMEOUT => {
-                return Err(
+                return Err(failed(
                     failure("restore", container, &criu_log, &log).context(format!(
                         "{} is not RUNNING {}s after restore",
                         container.name,
                         RUNNING_TIMEOUT.as_secs()
                     )),
-                );
+                ));
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }

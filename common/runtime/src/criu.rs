@@ -13,8 +13,86 @@ pub const MIN_VERSION: &str = "4.2";
 
 /// Options for `criu dump`, beyond what lxc-checkpoint passes itself.
 pub const DUMP_OPTIONS: &[&str] = &["tcp-established", "file-locks"];
-/// Options for `criu restore`: mount-v2 cannot restore the busybox template's read-only binds.
-pub const RESTORE_OPTIONS: &[&str] = &["tcp-established", "file-locks", "mntns-compat-mode"];
+/// Options for `criu restore` (the mount mode is chosen per restore: [`MountMode`]).
+pub const RESTORE_OPTIONS: &[&str] = &["tcp-established", "file-locks"];
+
+/// How CRIU restores mounts. Neither works for every container here: mount-v2 (CRIU's default)
+/// cannot restore the busybox template's read-only bind mounts (`Failed to move_mount ...
+/// Invalid argument`), and `mntns-compat-mode` cannot restore a second mount namespace such as
+/// systemd-logind's (`Can't bind-mount at .../dev/ptmx: Not a directory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountMode {
+    MountV2,
+    MntnsCompatMode,
+}
+
+impl MountMode {
+    /// The modes to try for `images`, best guess first: mount-v2 when the container has more
+    /// than one mount namespace (one `mountpoints-N.img` each), else the compat mode.
+    pub fn order(images: &Path) -> [MountMode; 2] {
+        let namespaces = std::fs::read_dir(images)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("mountpoints-") && name.ends_with(".img")
+            })
+            .count();
+        match namespaces > 1 {
+            true => [MountMode::MountV2, MountMode::MntnsCompatMode],
+            false => [MountMode::MntnsCompatMode, MountMode::MountV2],
+        }
+    }
+
+    /// The line for a CRIU options file (none for CRIU's default).
+    pub fn option(self) -> Option<&'static str> {
+        match self {
+            MountMode::MountV2 => None,
+            MountMode::MntnsCompatMode => Some("mntns-compat-mode"),
+        }
+    }
+}
+
+/// Whether a CRIU error line is one of mounts (worth retrying in the other [`MountMode`]).
+pub fn is_mount_error(line: &str) -> bool {
+    line.contains("mnt") || line.contains("mount")
+}
+
+/// Whether a failed dump's error is a passing condition, worth one more try (the container runs
+/// on after a failed dump): an rtnetlink socket with unread data (seen about once in six dumps
+/// of a systemd container shortly after boot).
+pub fn is_transient_dump_error(line: &str) -> bool {
+    line.contains("The socket has data to read")
+}
+
+/// CRIU options a running container needs, with why: systemd puts service credentials on ramfs
+/// (`/run/credentials/UNIT`), which CRIU refuses unless told to treat ramfs as a known
+/// filesystem (they come back empty, and systemd writes them again when the unit restarts).
+/// Only when every ramfs mount is such a credentials mount: other ramfs data would be lost.
+pub fn needed_dump_options(mountinfo: &str) -> Vec<(&'static str, &'static str)> {
+    let ramfs: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (before, after) = l.split_once(" - ")?;
+            (after.split_whitespace().next()? == "ramfs").then_some(before)
+        })
+        .filter_map(|before| before.split_whitespace().nth(4))
+        .collect();
+    let credentials_only = !ramfs.is_empty()
+        && ramfs
+            .iter()
+            .all(|point| point.starts_with("/run/credentials/"));
+    match credentials_only {
+        true => vec![(
+            "enable-fs ramfs",
+            "systemd's credential mounts (/run/credentials) are ramfs; they are restored empty",
+        )],
+        false => Vec::new(),
+    }
+}
 
 /// A CRIU options file (one option per line, without dashes), removed on drop. lxc-checkpoint
 /// execs criu with its environment, so `CRIU_CONFIG_FILE` reaches CRIU without reimplementing LXC,
@@ -173,6 +251,31 @@ fn first_error(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn ramfs_is_enabled_only_for_systemd_credentials() {
+        let creds = "36 25 0:40 / /run/credentials/systemd-journald.service ro,nosuid shared:20 - ramfs ramfs ro,mode=700\n\
+                     37 25 0:41 / /run shared:5 - tmpfs tmpfs rw\n";
+        assert_eq!(needed_dump_options(creds).len(), 1);
+        let other = format!("{creds}38 25 0:42 / /srv/cache rw - ramfs ramfs rw\n");
+        assert!(needed_dump_options(&other).is_empty());
+        assert!(needed_dump_options("37 25 0:41 / /run shared:5 - tmpfs tmpfs rw\n").is_empty());
+    }
+
+    #[test]
+    fn mount_mode_follows_the_number_of_mount_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mountpoints-13.img"), "").unwrap();
+        assert_eq!(MountMode::order(dir.path())[0], MountMode::MntnsCompatMode);
+        std::fs::write(dir.path().join("mountpoints-14.img"), "").unwrap();
+        assert_eq!(MountMode::order(dir.path())[0], MountMode::MountV2);
+        assert!(is_mount_error(
+            "Error (criu/mount-v2.c:1): mnt-v2: Failed to move_mount"
+        ));
+        assert!(is_transient_dump_error(
+            "Error (criu/netlink.c:1): netlink: The socket has data to read"
+        ));
+    }
 
     #[test]
     fn the_first_error_line_names_the_cause() {

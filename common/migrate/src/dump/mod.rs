@@ -106,6 +106,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         true => None,
         false => Some(std::env::current_exe().context("finding ckpt-dump's own path")?),
     };
+    let options = criu_options(&container, cfg, report);
     let key = Key::load(cfg.key.as_deref())?;
     let out = open_output(cfg.output.as_deref())?;
     let mut ack = cfg.ack.as_deref().map(ack::open).transpose()?;
@@ -170,14 +171,14 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     guard.phase(phase::DUMPING)?;
-    let dumped = freezer.freeze().and_then(|()| {
-        checkpoint::dump(
-            &container,
-            work.path(),
-            hold_script.as_deref(),
-            &cfg.criu_options,
-        )
-    });
+    let dumped = dump_held(
+        &container,
+        &freezer,
+        work.path(),
+        hold_script.as_deref(),
+        &options,
+        report,
+    );
     if let Err(err) = dumped {
         progress.finish();
         let resumed = hold::resume(&container);
@@ -285,6 +286,74 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     report.phase = "done".into();
     guard.done()?;
     work.finish()?;
+    Ok(())
+}
+
+/// CRIU dump options: what this container needs (say so unless quiet) and the user's own.
+fn criu_options(container: &Container, cfg: &DumpConfig, report: &mut DumpReport) -> Vec<String> {
+    let mountinfo = container
+        .init_pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok())
+        .unwrap_or_default();
+    let mut options = Vec::new();
+    for (option, why) in ckpt_runtime::criu::needed_dump_options(&mountinfo) {
+        note(
+            cfg.quiet,
+            TOOL,
+            &format!("{}: CRIU option {option:?}: {why}", container.name),
+        );
+        options.push(option.to_string());
+    }
+    options.extend(cfg.criu_options.iter().cloned());
+    report.criu_options = options.clone();
+    options
+}
+
+/// How many times a dump that failed on a passing condition is tried.
+const DUMP_ATTEMPTS: u32 = 3;
+
+/// Freezes the container and dumps it, held (with `hold_script`) or not. A dump that failed on a
+/// passing condition (see [`ckpt_runtime::criu::is_transient_dump_error`]) leaves the container
+/// running: it is resumed, the work dir emptied, and the dump tried again, [`DUMP_ATTEMPTS`] times
+/// in all. On failure the container is frozen still: the caller resumes it.
+fn dump_held(
+    container: &Container,
+    freezer: &Freezer,
+    images: &std::path::Path,
+    hold_script: Option<&std::path::Path>,
+    options: &[String],
+    report: &mut DumpReport,
+) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        let dumped = freezer
+            .freeze()
+            .and_then(|()| checkpoint::dump(container, images, hold_script, options));
+        let err = match dumped {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        let transient = ckpt_runtime::criu::is_transient_dump_error(&format!("{err:#}"));
+        if !transient || attempt == DUMP_ATTEMPTS {
+            return Err(err);
+        }
+        hold::resume(container)?;
+        empty_dir(images)?;
+        report.dump_retries += 1;
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Removes everything inside `dir`.
+fn empty_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        match path.is_dir() {
+            true => std::fs::remove_dir_all(&path)?,
+            false => std::fs::remove_file(&path)?,
+        }
+    }
     Ok(())
 }
 

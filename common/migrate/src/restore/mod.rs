@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use ckpt_runtime::checkpoint;
-use ckpt_runtime::criu::RestoreStats;
+use ckpt_runtime::criu::{MountMode, RestoreStats};
 use ckpt_runtime::lxc::{default_lxcpath, Config, Container};
 use ckpt_stream::error::one_line;
 use ckpt_stream::format::RootfsMode;
@@ -63,13 +63,19 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
     }
     // The result line goes out whatever happened; failing to print it is itself a failure.
     let printed = ack::send_result(&result);
-    let (bytes, criu_restore, done) = match outcome {
+    let (bytes, criu_restore, mount_mode, done) = match outcome {
         Ok(Restored {
             bytes,
             criu_restore,
+            mount_mode,
             running,
-        }) => (bytes, criu_restore, report_running(running, printed)),
-        Err(err) => (0, None, Err(err)),
+        }) => (
+            bytes,
+            criu_restore,
+            mount_mode,
+            report_running(running, printed),
+        ),
+        Err(err) => (0, None, None, Err(err)),
     };
     if let Some(path) = &cfg.stats {
         let unpack = Duration::from_millis(result.timings_ms.unpack.max(1));
@@ -78,6 +84,7 @@ pub fn run(cfg: &RestoreConfig) -> anyhow::Result<()> {
             bytes,
             throughput_mb_s: mb_per_s(bytes, unpack),
             criu_restore,
+            mount_mode,
             peak_rss_kib: crate::stats::peak_rss_kib(),
             usage: Some(crate::stats::Usage::now()),
         };
@@ -108,6 +115,8 @@ fn report_running(running: Option<Running>, printed: anyhow::Result<()>) -> anyh
 struct Restored {
     bytes: u64,
     criu_restore: Option<RestoreStats>,
+    /// How CRIU restored the mounts (None with --check).
+    mount_mode: Option<MountMode>,
     /// The running container, until its result line is out (None with --check).
     running: Option<Running>,
 }
@@ -166,6 +175,7 @@ fn restore(
         return Ok(Restored {
             bytes: trailer.bytes,
             criu_restore: None,
+            mount_mode: None,
             running: None,
         });
     }
@@ -191,12 +201,16 @@ fn restore(
     guard.phase(RESTORING)?;
     let installed = install(&manifest, &container, staging.path())?;
     let images = staging.path().join("images");
-    if let Err(err) = checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout) {
-        stop(&container);
-        drop(installed);
-        guard.done()?;
-        return Err(err);
-    }
+    let mount_mode = match checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout)
+    {
+        Ok(mode) => mode,
+        Err(err) => {
+            stop(&container);
+            drop(installed);
+            guard.done()?;
+            return Err(err);
+        }
+    };
     result.state = State::Running;
     result.timings_ms.restore = ms(verified.elapsed());
     note(
@@ -214,6 +228,7 @@ fn restore(
     Ok(Restored {
         bytes: trailer.bytes,
         criu_restore,
+        mount_mode: Some(mount_mode),
         running: Some(Running {
             container,
             installed,
