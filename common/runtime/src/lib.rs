@@ -7,6 +7,7 @@ pub mod compat;
 pub mod criu;
 pub mod fixtty;
 pub mod host;
+pub mod leases;
 pub mod lxc;
 pub mod procs;
 
