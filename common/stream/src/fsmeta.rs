@@ -265,3 +265,34 @@ impl Read for Segments {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+    #[test]
+    fn reading_data_leaves_the_atime_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"data").unwrap();
+        let old = Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 0,
+        };
+        let times = Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(CWD, &path, &times, AtFlags::empty()).unwrap();
+        let entry = describe(&path, b"f".to_vec(), &mut LinkTracker::default()).unwrap();
+        let mut data = Vec::new();
+        open_data(&path, &entry)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, b"data");
+        let atime = std::fs::metadata(&path).unwrap().atime();
+        assert_eq!(atime, 1_000_000_000, "the read updated the atime");
+    }
+}
