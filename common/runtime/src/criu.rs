@@ -12,7 +12,14 @@ use serde::Serialize;
 pub const MIN_VERSION: &str = "4.2";
 
 /// Options for `criu dump`, beyond what lxc-checkpoint passes itself.
-pub const DUMP_OPTIONS: &[&str] = &["tcp-established", "file-locks"];
+///
+/// `file-validation filesize`: by default (`buildid`) CRIU opens every open regular file again
+/// (`/proc/self/fd/N`) to read its ELF build-id. That open breaks any lease on the file, and with
+/// the holder frozen it waits out `fs.lease-break-time` (45 s of freeze), then downgrades the lease
+/// and the holder gets SIGIO on thaw. By size, nothing is opened: 0.48 s instead of 45.5 s, the
+/// lease intact. Restore needs no option: it checks whatever the images hold (here the size), and
+/// the destination's rootfs is a copy of this one anyway.
+pub const DUMP_OPTIONS: &[&str] = &["tcp-established", "file-locks", "file-validation filesize"];
 /// Options for `criu restore` (the mount mode is chosen per restore: [`MountMode`]).
 pub const RESTORE_OPTIONS: &[&str] = &["tcp-established", "file-locks"];
 

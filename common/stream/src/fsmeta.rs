@@ -32,6 +32,17 @@ pub fn describe(
     bundle_path: Vec<u8>,
     links: &mut LinkTracker,
 ) -> anyhow::Result<Entry> {
+    describe_with(path, bundle_path, links, None)
+}
+
+/// [`describe`], looking for the holes of a regular file in `data` (already open, e.g. one that
+/// must not be opened again) instead of opening `path`.
+pub fn describe_with(
+    path: &Path,
+    bundle_path: Vec<u8>,
+    links: &mut LinkTracker,
+    data: Option<&File>,
+) -> anyhow::Result<Entry> {
     let meta =
         std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let ft = meta.file_type();
@@ -44,7 +55,7 @@ pub fn describe(
     } else if let Some(first) = linked_before(&meta, &bundle_path, links) {
         Kind::Hardlink(first)
     } else if ft.is_file() {
-        file_kind(path, &meta)?
+        file_kind(path, &meta, data)?
     } else if ft.is_char_device() {
         let (major, minor) = device(&meta);
         Kind::Char { major, minor }
@@ -96,13 +107,20 @@ fn device(meta: &std::fs::Metadata) -> (u32, u32) {
 }
 
 /// A regular file, with its data segments when it has holes.
-fn file_kind(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<Kind> {
+fn file_kind(path: &Path, meta: &std::fs::Metadata, data: Option<&File>) -> anyhow::Result<Kind> {
     let size = meta.len();
     if meta.blocks() * 512 >= size {
         return Ok(Kind::File { size, sparse: None });
     }
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let segments = data_segments(&file, size)?;
+    let opened;
+    let file = match data {
+        Some(file) => file,
+        None => {
+            opened = open_noatime(path).with_context(|| format!("opening {}", path.display()))?;
+            &opened
+        }
+    };
+    let segments = data_segments(file, size)?;
     if segments.len() > sparse::MAX_SEGMENTS {
         return Ok(Kind::File { size, sparse: None });
     }
@@ -167,10 +185,50 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(xattrs)
 }
 
-/// Opens an entry's data: the whole file, or only its data segments when it is sparse.
+/// Opens a file for reading without updating its access time (O_NOATIME, which needs the file's
+/// owner or CAP_FOWNER: without them, an ordinary open).
+pub fn open_noatime(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(noatime)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            File::open(path)
+        }
+        opened => opened,
+    }
+}
+
+/// Opens an entry's data: the whole file, or only its data segments when it is sparse. The read
+/// leaves the file's access time alone ([`open_noatime`]).
 pub fn open_data(path: &Path, entry: &Entry) -> anyhow::Result<Box<dyn Read>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(match &entry.kind {
+    let file = open_noatime(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(read_data(file, entry))
+}
+
+/// Reads an entry's data from `file` with positional reads only, so that a descriptor shared with
+/// another process (its file offset too) can be read without moving its offset.
+pub fn read_data_at(file: File, entry: &Entry) -> Box<dyn Read> {
+    let segments = match &entry.kind {
+        Kind::File {
+            sparse: Some(map), ..
+        } => map.segments.clone(),
+        Kind::File { size, .. } => vec![(0, *size)],
+        _ => Vec::new(),
+    };
+    Box::new(Segments {
+        file,
+        segments,
+        index: 0,
+        done: 0,
+    })
+}
+
+fn read_data(file: File, entry: &Entry) -> Box<dyn Read> {
+    match &entry.kind {
         Kind::File {
             sparse: Some(map), ..
         } => Box::new(Segments {
@@ -180,7 +238,7 @@ pub fn open_data(path: &Path, entry: &Entry) -> anyhow::Result<Box<dyn Read>> {
             done: 0,
         }),
         _ => Box::new(file),
-    })
+    }
 }
 
 /// Reads the data segments of a sparse file, one after the other.
@@ -205,5 +263,36 @@ impl Read for Segments {
             return Ok(got);
         }
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+    #[test]
+    fn reading_data_leaves_the_atime_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"data").unwrap();
+        let old = Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 0,
+        };
+        let times = Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(CWD, &path, &times, AtFlags::empty()).unwrap();
+        let entry = describe(&path, b"f".to_vec(), &mut LinkTracker::default()).unwrap();
+        let mut data = Vec::new();
+        open_data(&path, &entry)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, b"data");
+        let atime = std::fs::metadata(&path).unwrap().atime();
+        assert_eq!(atime, 1_000_000_000, "the read updated the atime");
     }
 }

@@ -134,6 +134,26 @@ impl<W: Write> StreamWriter<W> {
         self.append(path, &entry)
     }
 
+    /// Like [`StreamWriter::add_path`], reading a regular file's data from `data`, the file at
+    /// `path` already open, instead of opening it (which can have side effects, such as breaking a
+    /// lease). Reads it with positional reads only: `data` may share its offset with another process.
+    pub fn add_path_from(
+        &mut self,
+        path: &Path,
+        bundle_path: Vec<u8>,
+        data: std::fs::File,
+    ) -> anyhow::Result<()> {
+        let entry = fsmeta::describe_with(path, bundle_path, &mut self.links, Some(&data))?;
+        let mut data: Box<dyn Read> = match entry.kind {
+            Kind::File { .. } => fsmeta::read_data_at(data, &entry),
+            _ => Box::new(std::io::empty()),
+        };
+        self.tar
+            .append(&entry, &mut data)
+            .with_context(|| format!("streaming {}", path.display()))?;
+        Ok(())
+    }
+
     /// Streams `entry` with the data of the file at `path` (none unless it is a regular file).
     pub fn append(&mut self, path: &Path, entry: &Entry) -> anyhow::Result<()> {
         let mut data: Box<dyn Read> = match entry.kind {

@@ -1,6 +1,7 @@
 //! Live streaming of a rootfs: copy it while the container still runs, then, once it is frozen,
 //! send only what changed since (entries again, whiteouts for deleted paths), so the freeze lasts
-//! for the changes and the CRIU images instead of the whole rootfs.
+//! for the changes and the CRIU images instead of the whole rootfs. The copy stays out of the
+//! container's way: files under a lease are never opened (see [`Leases`]), reads leave atimes alone.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -12,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::stats::RootfsChanges;
+use ckpt_runtime::leases::Leases;
 use ckpt_stream::format::Copied;
 use ckpt_stream::wire::{Entry, Kind, Mtime};
 use ckpt_stream::{bundle_path, rel_path, tree_walk, StreamWriter};
@@ -77,6 +79,11 @@ impl RootfsCopy {
             copied: HashMap::new(),
             mapped: shared_writable_mappings(),
         };
+        // Opening a leased file would break the lease (SIGIO kills a holder that does not handle
+        // it): such files are left out here, so `changes` finds them new and they are sent after
+        // the freeze, read through their holder's descriptor. A lease taken after this read and
+        // before the file's open is not seen (a narrow window).
+        let leases = Leases::now();
         let mut it = tree_walk(dir).into_iter();
         while let Some(item) = it.next() {
             let Ok(item) = item else {
@@ -88,6 +95,9 @@ impl RootfsCopy {
             let Ok(meta) = item.metadata() else {
                 continue;
             };
+            if meta.is_file() && leases.is_leased(meta.dev(), meta.ino()) {
+                continue;
+            }
             let rel = rel_path(dir, item.path()).to_vec();
             let stamp = Stamp::of(&meta);
             let fresh = !stamp.racy(now_ns());
@@ -174,11 +184,53 @@ impl Changes {
             };
             stream.append(&copy.dir.join(std::ffi::OsStr::from_bytes(rel)), &whiteout)?;
         }
+        let leases = Leases::now();
         for path in &self.changed {
-            stream.add_path(path, bundle_path("rootfs", rel_path(&copy.dir, path)))?;
+            add_unleased(
+                stream,
+                &leases,
+                path,
+                bundle_path("rootfs", rel_path(&copy.dir, path)),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Streams the whole rootfs `dir` after the freeze (no live copy), leases respected as in
+/// [`Changes::send`].
+pub fn send_rootfs<W: Write>(stream: &mut StreamWriter<W>, dir: &Path) -> anyhow::Result<()> {
+    let leases = Leases::now();
+    for item in tree_walk(dir) {
+        let item = item.with_context(|| format!("walking {}", dir.display()))?;
+        if item.file_type().is_socket() {
+            continue;
+        }
+        let rel = rel_path(dir, item.path());
+        add_unleased(stream, &leases, item.path(), bundle_path("rootfs", rel))?;
+    }
+    Ok(())
+}
+
+/// Streams `path`; a leased file is read through its holder's descriptor, which breaks nothing
+/// and, unlike an open, does not wait `fs.lease-break-time` (45 s) for a frozen holder. Without
+/// such a descriptor (the holder has it write-only), the file is opened like any other.
+fn add_unleased<W: Write>(
+    stream: &mut StreamWriter<W>,
+    leases: &Leases,
+    path: &Path,
+    bundle_path: Vec<u8>,
+) -> anyhow::Result<()> {
+    if !leases.is_empty() {
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_file() {
+            if let Some(file) = leases.holder_file(meta.dev(), meta.ino()) {
+                return stream.add_path_from(path, bundle_path, file);
+            }
+        }
+    }
+    stream.add_path(path, bundle_path)
 }
 
 fn now_ns() -> i128 {

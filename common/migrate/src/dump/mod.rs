@@ -18,8 +18,7 @@ use ckpt_runtime::{checkpoint, hold};
 use ckpt_stream::error::one_line;
 use ckpt_stream::io::open_output;
 use ckpt_stream::{
-    add_parts, close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts,
-    Progress,
+    close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts, Progress,
 };
 
 use crate::ack;
@@ -394,7 +393,15 @@ fn send_after_freeze<W: std::io::Write>(
     report: &mut DumpReport,
 ) -> anyhow::Result<()> {
     let Some(copy) = copy else {
-        return add_parts(stream, parts);
+        // add_parts' order, with the rootfs read as the live copy reads it (leases respected).
+        stream.add_tree("container", &parts.container, &parts.skipped())?;
+        if let Some(rootfs) = &parts.rootfs {
+            live::send_rootfs(stream, rootfs)?;
+        }
+        if let Some(images) = &parts.images {
+            stream.add_tree("images", images, &[])?;
+        }
+        return Ok(());
     };
     let changes = copy.changes()?;
     stream.add_tree("container", &parts.container, &parts.skipped())?;
