@@ -3,15 +3,8 @@
 
 mod util;
 
-use util::Dir;
+use util::{Dir, TOOLS};
 
-const TOOLS: [&str; 5] = [
-    "ckpt-dump",
-    "ckpt-pack",
-    "ckpt-unpack",
-    "ckpt-restore",
-    "lxc-fixtty",
-];
 
 fn long_flags(help: &str) -> Vec<String> {
     let mut flags: Vec<String> = help

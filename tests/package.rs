@@ -9,17 +9,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use util::{require_root, Dir, Run};
+use util::{require_root, Dir, Run, TOOLS};
 
 const PKG: &str = "ckpt";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const TOOLS: [&str; 5] = [
-    "ckpt-dump",
-    "ckpt-pack",
-    "ckpt-unpack",
-    "ckpt-restore",
-    "lxc-fixtty",
-];
 /// Serializes runs of this test (other worktrees, a second `make test`) on one machine.
 const LOCK: &str = "/run/lock/ckpt-package-test.lock";
 /// Exists from just before `dpkg -i` until the purge: a run killed in between left the package

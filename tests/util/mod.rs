@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// A fresh temporary directory for one test, removed at the end (kept when CKPT_KEEP_TEST_DIRS is set).
+/// Every tool the package builds and installs.
+pub const TOOLS: [&str; 5] = [
+    "ckpt-dump",
+    "ckpt-pack",
+    "ckpt-unpack",
+    "ckpt-restore",
+    "lxc-fixtty",
+];
+
 pub struct Dir {
     tmp: Option<tempfile::TempDir>,
     path: PathBuf,
