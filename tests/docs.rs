@@ -5,7 +5,6 @@ mod util;
 
 use util::{Dir, TOOLS};
 
-
 fn long_flags(help: &str) -> Vec<String> {
     let mut flags: Vec<String> = help
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))

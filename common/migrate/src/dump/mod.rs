@@ -187,9 +187,6 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
             Err(e) => err.context(format!("resuming {} failed too: {e:#}", container.name)),
         });
     }
-    if cfg.leave_running {
-        freezer::thaw(&container);
-    }
     guard.phase(if cfg.leave_running {
         phase::SNAPSHOT
     } else {
@@ -206,13 +203,21 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         ),
     );
 
-    // Unless --leave-running, the container is held: frozen, its network cut, until the end.
+    // Unless --leave-running, the container is held: frozen, its network cut, until the end. A
+    // snapshot stays frozen until its rootfs is sent, so that the rootfs in the stream is the one
+    // the memory image saw.
     report.phase = "stream".into();
     let t = Instant::now();
-    let streamed = send_after_freeze(&mut stream, &parts, copy.as_ref(), report).and_then(|()| {
-        let frozen_bytes = stream.bytes() - precopy_bytes;
-        close_stream(stream).map(|trailer| (trailer, frozen_bytes))
-    });
+    let rootfs_sent = || {
+        if cfg.leave_running {
+            freezer::thaw(&container);
+        }
+    };
+    let streamed = send_after_freeze(&mut stream, &parts, copy.as_ref(), report, rootfs_sent)
+        .and_then(|()| {
+            let frozen_bytes = stream.bytes() - precopy_bytes;
+            close_stream(stream).map(|trailer| (trailer, frozen_bytes))
+        });
     progress.finish();
     report.phases_ms.stream = ms(t.elapsed());
     release_stdout();
@@ -391,22 +396,20 @@ fn send_after_freeze<W: std::io::Write>(
     parts: &Parts,
     copy: Option<&RootfsCopy>,
     report: &mut DumpReport,
+    rootfs_sent: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let Some(copy) = copy else {
-        // add_parts' order, with the rootfs read as the live copy reads it (leases respected).
-        stream.add_tree("container", &parts.container, &parts.skipped())?;
-        if let Some(rootfs) = &parts.rootfs {
-            live::send_rootfs(stream, rootfs)?;
-        }
-        if let Some(images) = &parts.images {
-            stream.add_tree("images", images, &[])?;
-        }
-        return Ok(());
-    };
-    let changes = copy.changes()?;
     stream.add_tree("container", &parts.container, &parts.skipped())?;
-    changes.send(stream, copy)?;
-    report.rootfs_changes = Some(changes.summary());
+    match (copy, &parts.rootfs) {
+        (Some(copy), _) => {
+            let changes = copy.changes()?;
+            changes.send(stream, copy)?;
+            report.rootfs_changes = Some(changes.summary());
+        }
+        // Read as the live copy reads it (leases respected).
+        (None, Some(rootfs)) => live::send_rootfs(stream, rootfs)?,
+        (None, None) => {}
+    }
+    rootfs_sent();
     if let Some(images) = &parts.images {
         stream.add_tree("images", images, &[])?;
     }
@@ -452,6 +455,7 @@ fn rollback(
     err: anyhow::Error,
 ) -> anyhow::Result<()> {
     if cfg.leave_running {
+        freezer::thaw(container);
         guard.done()?;
         work.finish()?;
         return Err(err.context(format!("{} kept running here", container.name)));
