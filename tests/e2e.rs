@@ -166,6 +166,19 @@ fn stream_to_file_unpack_repack_and_restore() {
     let tb = Testbed::up("e2efile");
     let c = tb.create("host1", "file1", 23, 64);
     start_fixed(&tb, "host1", &c);
+    // Snapshots of the churning container: each complete and verified, the container running on
+    // (it stays frozen until the rootfs changes are sent, so no file vanishes under them).
+    for _ in 0..3 {
+        tb.sh(
+            "host1",
+            "$BIN/ckpt-dump -q -P $L1 --leave-running -o /var/lib/e2efile/s.ckpt file1 && \
+             $BIN/ckpt-unpack -q --verify -i /var/lib/e2efile/s.ckpt && rm /var/lib/e2efile/s.ckpt",
+        )
+        .expect_code(0);
+        assert_eq!(tb.state("host1", "file1"), "RUNNING");
+    }
+    let w = tb.workload("host1", &c);
+    w.wait_counter_above(w.counter());
     let before = snapshot(&tb, "host1", &c);
     let run = tb.sh(
         "host1",
