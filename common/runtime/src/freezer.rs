@@ -99,7 +99,7 @@ impl Freezer {
 
 /// `/lxc.payload.NAME` of `/lxc.payload.NAME/init.scope` (the cgroup LXC made for the container,
 /// which holds every task); a path without such a component as it is.
-fn container_cgroup(path: &str) -> PathBuf {
+pub(crate) fn container_cgroup(path: &str) -> PathBuf {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let end = parts
         .iter()

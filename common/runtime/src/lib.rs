@@ -2,6 +2,7 @@
 //! `lxc-fixtty`'s repairs, and the facts about this host that decide what can run here. It uses
 //! the stream layer only for the manifest it describes a host in; it never reads or writes streams.
 
+pub mod cgroups2;
 pub mod checkpoint;
 pub mod compat;
 pub mod criu;

@@ -194,6 +194,9 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     })?;
     report.phases_ms.checkpoint = ms(t.elapsed());
     report.criu_dump = ckpt_runtime::criu::dump_stats(work.path());
+    if let Err(e) = ckpt_runtime::cgroups2::record(&container, work.path()) {
+        note(false, TOOL, &format!("warning: {}: {e:#}", container.name));
+    }
     note(
         cfg.quiet,
         TOOL,

@@ -201,11 +201,17 @@ fn restore(
     guard.phase(RESTORING)?;
     let installed = install(&manifest, &container, staging.path())?;
     let images = staging.path().join("images");
-    let mount_mode = match checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout)
-    {
+    // The cgroup2 directories the images name (see cgroups2.rs), removed again on failure.
+    let mut cgroups = Vec::new();
+    let restored = ckpt_runtime::cgroups2::prepare(&images, None).and_then(|created| {
+        cgroups = created;
+        checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout)
+    });
+    let mount_mode = match restored {
         Ok(mode) => mode,
         Err(err) => {
             stop(&container);
+            ckpt_runtime::cgroups2::remove(&cgroups);
             drop(installed);
             guard.done()?;
             return Err(err);
