@@ -20,7 +20,8 @@ const RUNNING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Checkpoints `container` into `images` (an empty dir), leaving its tasks in place (frozen if
 /// they were frozen before: CRIU writes the freezer state back). With `hold_script`, CRIU runs that
 /// program as its action script (see [`crate::hold`]), which cuts the network after the images
-/// are written. `extra`: the user's own CRIU options.
+/// are written. `extra`: the user's own CRIU options. The images get the modes of
+/// [`crate::images::grant`], so that they can be restored as they are.
 pub fn dump(
     container: &Container,
     images: &Path,
@@ -39,7 +40,9 @@ pub fn dump(
         .context("running lxc-checkpoint (is LXC installed?)")?;
     let status = wait_unstuck(child, images, None)?;
     if status.is_some_and(|s| s.success()) && images.join("inventory.img").is_file() {
-        return Ok(());
+        // Restorable as they are (a --keep dir, a rescue), by the container's root too.
+        let root = container.load_config()?.root_ids();
+        return crate::images::grant(images, root);
     }
     Err(failure("dump", container, &images.join("dump.log"), &log))
 }
@@ -118,6 +121,7 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
 /// that `ssh host ckpt-restore` returns, thaws it (images of a frozen container restore frozen),
 /// waits until LXC reports it RUNNING, and announces its addresses on the LAN. A restore that has
 /// not finished after `timeout` is killed and fails. `extra`: the user's own CRIU options.
+/// `images` gets the modes of [`crate::images::grant`] first.
 pub fn restore(
     container: &Container,
     images: &Path,
@@ -127,6 +131,8 @@ pub fn restore(
     let mut options: Vec<String> = RESTORE_OPTIONS.iter().map(|o| o.to_string()).collect();
     options.extend(extra.iter().cloned());
     let options = OptionsFile::new(&options)?;
+    // CRIU opens some images as the container's root: whatever modes the images came with.
+    crate::images::grant(images, container.load_config()?.root_ids())?;
     let log = images.join("lxc-checkpoint.log");
     let criu_log = images.join("restore.log");
     let child = lxc_checkpoint(container, images, &options, &log)?

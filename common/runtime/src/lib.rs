@@ -9,6 +9,7 @@ pub mod fixtty;
 pub mod freezer;
 pub mod hold;
 pub mod host;
+pub mod images;
 pub mod lxc;
 pub mod procs;
 pub mod requirements;
