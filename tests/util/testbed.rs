@@ -88,8 +88,21 @@ impl Testbed {
     /// Creates busybox container `name` on `host` with counter, memhog (`mem` MiB) and a TCP echo
     /// server at 10.77.0.`octet`; not yet checkpointable (lxc-fixtty's job).
     pub fn create(&self, host: &str, name: &str, octet: u8, mem: u32) -> Container {
+        self.create_with(host, name, octet, mem, &[])
+    }
+
+    /// [`Testbed::create`] with make-container's environment knobs (`IDMAP`, `NET`, ...).
+    pub fn create_with(
+        &self,
+        host: &str,
+        name: &str,
+        octet: u8,
+        mem: u32,
+        env: &[(&str, &str)],
+    ) -> Container {
         let out = Command::new(repo().join("tests/fixtures/make-container"))
             .args([name, self.lxcpath(host).to_str().unwrap()])
+            .envs(env.iter().copied())
             .arg(format!("10.77.0.{octet}/24"))
             .arg(format!("02:77:00:00:00:{octet:02x}"))
             .arg(mem.to_string())

@@ -1,6 +1,7 @@
 //! The private directory CRIU writes a checkpoint's images into: in memory (/dev/shm) when the
 //! container's memory fits there, else next to the container; or a user's --keep dir.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,6 +10,11 @@ use ckpt_runtime::lxc::Container;
 
 /// Headroom kept free on /dev/shm beyond the container's memory.
 const SHM_HEADROOM: u64 = 256 << 20;
+
+/// The work dir while CRIU writes into it: root's alone, whatever the umask (under umask 022 a
+/// plain mkdir in /dev/shm would let every user read the container's memory). After the dump
+/// it gets the modes of [`ckpt_runtime::images::grant`].
+const MODE: u32 = 0o700;
 
 pub struct WorkDir {
     temp: Option<tempfile::TempDir>,
@@ -22,6 +28,7 @@ impl WorkDir {
             ckpt_stream::check_destination(keep, "--keep")?;
             std::fs::create_dir_all(keep)
                 .with_context(|| format!("creating {}", keep.display()))?;
+            private(keep)?;
             return Ok(WorkDir {
                 temp: None,
                 kept: Some(keep.to_path_buf()),
@@ -36,6 +43,7 @@ impl WorkDir {
             .prefix(&format!(".ckpt-{}-", container.name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a work dir in {}", parent.display()))?;
+        private(temp.path())?;
         Ok(WorkDir {
             temp: Some(temp),
             kept: None,
@@ -67,6 +75,11 @@ impl WorkDir {
             None => self.kept.take().unwrap_or_default(),
         }
     }
+}
+
+fn private(dir: &Path) -> anyhow::Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(MODE))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
 }
 
 /// Whether /dev/shm has room for the container's memory (its cgroup's memory.current).

@@ -20,7 +20,8 @@ const RUNNING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Checkpoints `container` into `images` (an empty dir), leaving its tasks in place (frozen if
 /// they were frozen before: CRIU writes the freezer state back). With `hold_script`, CRIU runs that
 /// program as its action script (see [`crate::hold`]), which cuts the network after the images
-/// are written. `extra`: the user's own CRIU options.
+/// are written. `extra`: the user's own CRIU options. The images get the modes of
+/// [`crate::images::grant`], so that they can be restored as they are.
 pub fn dump(
     container: &Container,
     images: &Path,
@@ -39,7 +40,9 @@ pub fn dump(
         .context("running lxc-checkpoint (is LXC installed?)")?;
     let status = wait_unstuck(child, images, None)?;
     if status.is_some_and(|s| s.success()) && images.join("inventory.img").is_file() {
-        return Ok(());
+        // Restorable as they are (a --keep dir, a rescue), by the container's root too.
+        let root = container.load_config()?.root_ids();
+        return crate::images::grant(images, root);
     }
     Err(failure("dump", container, &images.join("dump.log"), &log))
 }
@@ -120,6 +123,7 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
 /// guessed from the images; a restore that fails on mounts is tried once more in the other mode.
 /// A restore that has not finished after `timeout` is killed and fails. `extra`: the user's own
 /// CRIU options. Returns the mount mode that worked.
+/// `images` gets the modes of [`crate::images::grant`] first.
 pub fn restore(
     container: &Container,
     images: &Path,
@@ -173,6 +177,9 @@ fn restore_in(
     options.extend(mode.option().map(str::to_string));
     options.extend(extra.iter().cloned());
     let options = OptionsFile::new(&options).map_err(failed)?;
+    // CRIU opens some images as the container's root: whatever modes the images came with.
+    let ids = container.load_config().map_err(failed)?.root_ids();
+    crate::images::grant(images, ids).map_err(failed)?;
     let log = images.join("lxc-checkpoint.log");
     let criu_log = images.join("restore.log");
     let child = lxc_checkpoint(container, images, &options, &log)

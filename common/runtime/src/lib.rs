@@ -10,6 +10,7 @@ pub mod fixtty;
 pub mod freezer;
 pub mod hold;
 pub mod host;
+pub mod images;
 pub mod leases;
 pub mod lxc;
 pub mod procs;

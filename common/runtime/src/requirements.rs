@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use crate::lxc::Container;
 use crate::procs::processes;
 
@@ -14,6 +16,7 @@ pub fn check_dump(container: &Container) -> anyhow::Result<()> {
     let Some(init) = container.init_pid() else {
         anyhow::bail!("cannot find the init process of {}", container.name);
     };
+    refuse_host_binds_in_userns(container, init)?;
     if !has_cap(CAP_SYS_RESOURCE) {
         if let Some((pid, uid, name)) = non_root_task(init) {
             anyhow::bail!(
@@ -36,6 +39,150 @@ pub fn check_dump(container: &Container) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An unprivileged container (a user namespace) with a host path bind-mounted in dumps fine, but
+/// CRIU cannot bind-mount that path inside the user namespace on restore (`mnt: Can't bind-mount
+/// at .../usr/lib: Invalid argument`): refused here, before the freeze.
+fn refuse_host_binds_in_userns(container: &Container, init: u32) -> anyhow::Result<()> {
+    let read = |file: &str| {
+        let path = format!("/proc/{init}/{file}");
+        std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+    };
+    if !is_idmapped(&read("uid_map")?) {
+        return Ok(());
+    }
+    let Some(bind) = host_binds(&read("mountinfo")?).into_iter().next() else {
+        return Ok(());
+    };
+    // The config line that asks for it, if one does (LXC's targets are relative to the rootfs).
+    let config = container.load_config().ok();
+    let line = config.as_ref().and_then(|c| {
+        c.get_all("lxc.mount.entry").into_iter().find(|e| {
+            e.split_whitespace().nth(1).map(|t| t.trim_matches('/'))
+                == Some(bind.target.trim_matches('/'))
+        })
+    });
+    let remove = match line {
+        Some(line) => format!("remove `lxc.mount.entry = {line}` from its config"),
+        None => "remove the bind mount".to_string(),
+    };
+    anyhow::bail!(
+        "{} is unprivileged (it runs in a user namespace) and has the host path {} ({}) \
+         bind-mounted on {}: CRIU cannot bind-mount host paths inside a user namespace on \
+         restore; {remove}, or copy the files into the container's rootfs",
+        container.name,
+        bind.source,
+        bind.fstype,
+        bind.target
+    )
+}
+
+/// Whether a process's uid_map is a user namespace's own, not the initial namespace's identity
+/// map (`0 0 4294967295`).
+fn is_idmapped(uid_map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = uid_map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|l: &Vec<&str>| !l.is_empty())
+        .collect();
+    lines != [vec!["0", "0", "4294967295"]]
+}
+
+/// A host path bind-mounted into a container, from its mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostBind {
+    /// The path within its filesystem that is mounted (the host path for the root filesystem).
+    source: String,
+    /// Where it is mounted, inside the container.
+    target: String,
+    fstype: String,
+}
+
+/// Filesystems that are no host path: LXC and CRIU make (or bind, like /dev/null) these
+/// themselves in a user namespace.
+const VIRTUAL_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "tmpfs",
+    "devtmpfs",
+    "devpts",
+    "mqueue",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "fusectl",
+    "binfmt_misc",
+    "bpf",
+    "hugetlbfs",
+    "pstore",
+    "configfs",
+    "autofs",
+    "efivarfs",
+    "nsfs",
+    "ramfs",
+];
+
+/// The mounts of a container's mountinfo that bind a host path in: every mount of a filesystem
+/// with files on the host, other than the container's root and binds from inside it.
+fn host_binds(mountinfo: &str) -> Vec<HostBind> {
+    struct Mount<'a> {
+        dev: &'a str,
+        root: String,
+        target: String,
+        fstype: &'a str,
+    }
+    let mounts: Vec<Mount<'_>> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let f: Vec<&str> = before.split_whitespace().collect();
+            Some(Mount {
+                dev: f.get(2)?,
+                root: unescape(f.get(3)?),
+                target: unescape(f.get(4)?),
+                fstype: after.split_whitespace().next()?,
+            })
+        })
+        .collect();
+    let rootfs = mounts.iter().rev().find(|m| m.target == "/");
+    let inside_rootfs = |m: &Mount<'_>| {
+        rootfs.is_some_and(|r| m.dev == r.dev && Path::new(&m.root).starts_with(Path::new(&r.root)))
+    };
+    mounts
+        .iter()
+        .filter(|m| m.target != "/" && !VIRTUAL_FS.contains(&m.fstype) && !inside_rootfs(m))
+        .map(|m| HostBind {
+            source: m.root.clone(),
+            target: m.target.clone(),
+            fstype: m.fstype.to_string(),
+        })
+        .collect()
+}
+
+/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether this process has capability `bit` in its effective set.
@@ -101,5 +248,65 @@ mod tests {
         assert!(!on_path("no-such-program-ckpt"));
         // This process (in the initial user namespace) maps uid 0 to 0.
         assert_eq!(root_uid(std::process::id()), 0);
+        let own = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+        assert!(!is_idmapped(&own), "{own}");
+    }
+
+    #[test]
+    fn a_user_namespace_is_told_by_its_uid_map() {
+        assert!(!is_idmapped("         0          0 4294967295\n"));
+        assert!(is_idmapped("         0     100000      65536\n"));
+        assert!(is_idmapped("0 0 1000\n"));
+    }
+
+    /// /proc/INIT/mountinfo of the test fixture's idmapped busybox container (make-container
+    /// with IDMAP=100000) with `lxc.mount.entry = /usr/lib usr/lib none ro,bind,create=dir 0 0`.
+    const MOUNTINFO: &str = "\
+464 245 254:0 /var/lib/t/host2/uh1/rootfs / rw,relatime shared:8 - ext4 /dev/vda rw,discard
+465 464 0:47 / /dev rw,relatime shared:9 - tmpfs none rw,size=492k,mode=755,uid=100000,gid=100000
+466 464 0:48 / /proc rw,nosuid,nodev,noexec,relatime shared:20 - proc proc rw
+467 468 0:48 /sys/net /proc/sys/net rw,nosuid,nodev,noexec,relatime shared:22 - proc proc rw
+468 466 0:48 /sys /proc/sys ro,relatime shared:21 - proc proc rw
+469 464 0:49 / /sys ro,relatime shared:23 - sysfs sysfs ro
+470 465 0:50 / /dev/shm rw,relatime shared:10 - tmpfs shm rw,uid=100000,gid=100000
+471 465 0:44 / /dev/mqueue rw,relatime shared:11 - mqueue mqueue rw
+472 464 254:0 /usr/lib /usr/lib ro,relatime shared:74 - ext4 /dev/vda rw,discard
+473 465 0:6 /null /dev/null rw,relatime shared:12 - devtmpfs devtmpfs rw,size=12334460k,mode=755
+479 465 0:51 / /dev/pts rw,nosuid,noexec,relatime shared:18 - devpts devpts rw,gid=100005,mode=620
+480 465 0:51 /ptmx /dev/ptmx rw,nosuid,noexec,relatime shared:19 - devpts devpts rw,gid=100005
+481 468 0:47 /.lxc-boot-id /proc/sys/kernel/random/boot_id ro,nosuid,nodev - tmpfs none rw
+";
+
+    #[test]
+    fn host_binds_are_found_and_the_containers_own_mounts_are_not() {
+        assert_eq!(
+            host_binds(MOUNTINFO),
+            vec![HostBind {
+                source: "/usr/lib".into(),
+                target: "/usr/lib".into(),
+                fstype: "ext4".into(),
+            }]
+        );
+        // Without the bind: nothing (the rootfs, LXC's /dev binds, proc, sysfs, tmpfs...).
+        let without: String = MOUNTINFO
+            .lines()
+            .filter(|l| !l.contains("/usr/lib"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(host_binds(&without), vec![]);
+    }
+
+    #[test]
+    fn binds_from_inside_the_rootfs_are_no_host_binds_and_other_disks_are() {
+        let info = "\
+1 0 254:0 /srv/c/rootfs / rw - ext4 /dev/vda rw
+2 1 254:0 /srv/c/rootfs/data /mnt/data rw - ext4 /dev/vda rw
+3 1 8:17 / /home/with\\040space rw - xfs /dev/sdb1 rw
+4 1 0:60 /vol /mnt/vol rw - btrfs /dev/sdc rw
+";
+        let binds = host_binds(info);
+        let targets: Vec<&str> = binds.iter().map(|b| b.target.as_str()).collect();
+        assert_eq!(targets, ["/home/with space", "/mnt/vol"]);
+        assert_eq!(binds[1].source, "/vol");
     }
 }

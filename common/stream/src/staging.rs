@@ -1,6 +1,7 @@
 //! A private staging directory next to the destination: a stream is unpacked there and moved into
 //! place with one rename only after its trailer verified; on any failure it is removed.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -8,7 +9,12 @@ use anyhow::Context;
 /// Staging dirs are named `.ckpt-staging-<pid>-<random>`.
 const PREFIX: &str = ".ckpt-staging-";
 
-/// A fresh 0700 directory, removed on drop unless committed.
+/// The staging dir's mode, whatever the umask: root's alone while it holds a verified-but-not-yet
+/// installed container and its CRIU images. CRIU needs no more: it opens the images dir inside
+/// it once as root and then works from that fd, also as an unprivileged container's root.
+const MODE: u32 = 0o700;
+
+/// A fresh [`MODE`] directory, removed on drop unless committed.
 pub struct StagingDir {
     dir: Option<tempfile::TempDir>,
 }
@@ -20,6 +26,8 @@ impl StagingDir {
             .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir_in(parent)
             .with_context(|| format!("creating a staging dir in {}", parent.display()))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(MODE))
+            .with_context(|| format!("setting the mode of {}", dir.path().display()))?;
         Ok(StagingDir { dir: Some(dir) })
     }
 

@@ -180,7 +180,7 @@ fn restore(
         });
     }
 
-    std::fs::create_dir_all(lxcpath).with_context(|| format!("creating {}", lxcpath.display()))?;
+    ckpt_runtime::lxc::create_lxcpath(lxcpath)?;
     ckpt_stream::sweep_stale(lxcpath);
     let staging = StagingDir::new_in(lxcpath)?;
     let recover = recovery(container.clone(), staging.path().to_path_buf());

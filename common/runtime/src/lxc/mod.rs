@@ -6,7 +6,9 @@ mod command;
 mod config;
 mod container;
 mod error;
+mod idmap;
 mod kernel;
+mod lxcpath;
 mod relocate;
 
 use std::path::PathBuf;
@@ -15,7 +17,9 @@ pub use command::run_command;
 pub use config::{in_namespace, Config, Setting};
 pub use container::{Container, State};
 pub use error::LxcError;
+pub use idmap::RootIds;
 pub use kernel::{apparmor_enabled, cgroup_version, devices_cgroup_version, CgroupVersion};
+pub use lxcpath::create_lxcpath;
 pub use relocate::PathRewrite;
 
 /// Where LXC keeps containers when no `-P` is given: `lxc-config lxc.lxcpath` (which knows the
