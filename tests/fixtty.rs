@@ -310,6 +310,152 @@ fn fix_applies_everything_then_nothing_changes_and_check_passes() {
     }
 }
 
+/// Turns the fake into a systemd container (a /sbin/init symlink to /lib/systemd/systemd, inside
+/// the rootfs) whose config includes a common.conf that sets LXC's stock seccomp profile.
+/// Returns that profile's path.
+fn make_systemd(f: &Fake) -> PathBuf {
+    let rootfs = f.rootfs();
+    fs::create_dir_all(rootfs.join("lib/systemd")).unwrap();
+    fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    fs::write(rootfs.join("lib/systemd/systemd"), "").unwrap();
+    symlink("/lib/systemd/systemd", rootfs.join("sbin/init")).unwrap();
+    fs::remove_file(rootfs.join("etc/inittab")).unwrap();
+    let seccomp = f.dir.join("common.seccomp");
+    fs::write(
+        &seccomp,
+        "2\ndenylist\nreject_force_umount  # comment this to allow umount -f;  not recommended\n[all]\n\
+         kexec_load errno 1\nopen_by_handle_at errno 1\n",
+    )
+    .unwrap();
+    let common = f.dir.join("common.conf");
+    fs::write(
+        &common,
+        format!("lxc.seccomp.profile = {}\n", seccomp.display()),
+    )
+    .unwrap();
+    let config = fs::read_to_string(f.config()).unwrap();
+    fs::write(
+        f.config(),
+        format!(
+            "lxc.include = {}\nlxc.mount.auto = proc:mixed sys:mixed cgroup:mixed\n{config}",
+            common.display()
+        ),
+    )
+    .unwrap();
+    seccomp
+}
+
+#[test]
+fn systemd_container_gets_the_seccomp_denials() {
+    let f = Fake::new("systemd");
+    let seccomp = make_systemd(&f);
+    let profile = f.container().join("ckpt.seccomp");
+
+    // --check names what CRIU cannot dump and what the fix costs.
+    let run = f.fixtty(&["--check"]).fails(1);
+    let err = run.stderr_str();
+    let lines = problem_lines(&err);
+    let uts = format!(
+        "lxc-fixtty: u1: systemd container (/sbin/init is /lib/systemd/systemd): its seccomp profile {} \
+         allows unshare(CLONE_NEWUTS): services with ProtectHostname= (systemd-logind) get a UTS namespace \
+         of their own, which CRIU cannot dump (\"Can't dump nested uts namespace\"); the fix denies it, and \
+         the container loses this: ProtectHostname= is ignored (systemd skips the UTS namespace)",
+        seccomp.display()
+    );
+    if !lines.contains(&uts.as_str()) {
+        run.fail(&format!("no line {uts:?}"));
+    }
+    let bpf = lines.iter().find(|l| l.contains("allows bpf()"));
+    match bpf {
+        Some(l)
+            if l.contains("anon_inode:bpf-prog")
+                && l.contains("IPAddressDeny=/IPAddressAllow= do nothing") => {}
+        _ => run.fail("no bpf() line naming the BPF programs and the lost IP sandboxing"),
+    }
+
+    // --dry-run shows the profile, the config line and each denial, and changes nothing.
+    let before = snapshot(f.dir.path());
+    let run = f.fixtty(&["--dry-run"]).ok();
+    let err = run.stderr_str();
+    for want in [
+        format!(
+            "would write {} (the lines of {} plus the denials below) and set lxc.seccomp.profile = {}",
+            profile.display(),
+            seccomp.display(),
+            profile.display()
+        ),
+        format!(
+            "would add `unshare errno 1 [0,0x04000000,SCMP_CMP_MASKED_EQ,0x04000000]` to the seccomp profile {}",
+            profile.display()
+        ),
+        format!("would add `bpf errno 1` to the seccomp profile {}", profile.display()),
+    ] {
+        if !err.contains(&want) {
+            run.fail(&format!("stderr lacks {want:?}"));
+        }
+    }
+    assert_eq!(
+        snapshot(f.dir.path()),
+        before,
+        "--dry-run changed something"
+    );
+
+    // The fix: the old profile's lines plus the denials, the config pointing at it, a backup.
+    let config_before = fs::read(f.config()).unwrap();
+    let run = f.fixtty(&[]).ok();
+    if !run
+        .stderr_str()
+        .contains(&format!("lxc-fixtty: u1: wrote {} (", profile.display()))
+    {
+        run.fail("the fix says it wrote the profile");
+    }
+    assert_eq!(
+        fs::read(f.container().join("config.ckpt-orig")).unwrap(),
+        config_before
+    );
+    let written = fs::read_to_string(&profile).unwrap();
+    let old = fs::read_to_string(&seccomp).unwrap();
+    assert!(
+        written.starts_with(&old)
+            && written.ends_with(
+                "[all]\nunshare errno 1 [0,0x04000000,SCMP_CMP_MASKED_EQ,0x04000000]\nbpf errno 1\n"
+            ),
+        "{written}"
+    );
+    let config = fs::read_to_string(f.config()).unwrap();
+    assert!(
+        config.ends_with(&format!("\nlxc.seccomp.profile = {}\n", profile.display())),
+        "{config}"
+    );
+
+    // Idempotent, and --check passes.
+    let after = snapshot(f.dir.path());
+    let again = f.fixtty(&[]).ok();
+    if again.stderr_str() != "lxc-fixtty: u1: already checkpointable, nothing changed\n" {
+        again.fail("the second run must change nothing");
+    }
+    assert_eq!(
+        snapshot(f.dir.path()),
+        after,
+        "the second run changed something"
+    );
+    f.fixtty(&["--check"]).ok();
+}
+
+#[test]
+fn a_container_that_is_not_systemd_needs_no_seccomp_denials() {
+    let f = Fake::new("not-systemd");
+    let rootfs = f.rootfs();
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    fs::write(rootfs.join("bin/busybox"), "").unwrap();
+    symlink("/bin/busybox", rootfs.join("sbin/init")).unwrap();
+    let run = f.fixtty(&["--check"]).fails(1);
+    if run.stderr_str().contains("seccomp") {
+        run.fail("a busybox container has no seccomp problem");
+    }
+}
+
 #[test]
 fn quiet_prints_only_the_error() {
     let f = Fake::new("quiet");

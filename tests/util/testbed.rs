@@ -120,6 +120,68 @@ impl Testbed {
         }
     }
 
+    /// Creates the Debian 12 systemd container `name` on `host` (tests/fixtures/make-systemd-container:
+    /// the rootfs comes from a cache, built by debootstrap on first use) at 10.77.0.`octet`, with
+    /// its root service ckpt-counter and sshd taking [`Testbed::container_key`]; configured like
+    /// `lxc-create -t debian` does, not yet checkpointable (lxc-fixtty's job).
+    pub fn create_systemd(&self, host: &str, name: &str, octet: u8) -> Container {
+        let out = Command::new(repo().join("tests/fixtures/make-systemd-container"))
+            .args([name, self.lxcpath(host).to_str().unwrap()])
+            .arg(format!("10.77.0.{octet}/24"))
+            .arg(format!("02:77:00:00:00:{octet:02x}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make-systemd-container failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        Container {
+            name: name.to_string(),
+            ip: format!("10.77.0.{octet}"),
+        }
+    }
+
+    /// The private key root logs into systemd containers with (made by make-systemd-container).
+    pub fn container_key(&self) -> PathBuf {
+        PathBuf::from(format!("/var/lib/{}/ssh/container_ed25519", self.prefix))
+    }
+
+    /// Runs `command` in container `c` over ssh from the client namespace, as root with
+    /// [`Testbed::container_key`] (the container's host key is in the test bed's known_hosts).
+    pub fn ssh_container(&self, c: &Container, command: &str) -> Run {
+        self.sh(
+            "client",
+            &format!(
+                "$SSH -i {} {} {}",
+                q(&self.container_key()),
+                c.ip,
+                q(Path::new(command))
+            ),
+        )
+    }
+
+    /// Waits (up to 120 s) until systemd in `c` on `host` has finished booting and returns what
+    /// `systemctl is-system-running` says then (`running`, `degraded`, ...), with the failed units.
+    pub fn systemd_state(&self, host: &str, c: &Container) -> (String, String) {
+        let lxcpath = self.lxcpath(host);
+        let attach = format!("lxc-attach -P {} -n {} --", q(&lxcpath), c.name);
+        let run = self.sh(
+            host,
+            &format!(
+                "for i in $(seq 240); do s=$({attach} systemctl is-system-running 2>/dev/null); \
+                 case $s in running|degraded|maintenance|stopping) break;; esac; sleep 0.5; done; echo \"$s\"; \
+                 {attach} systemctl --failed --no-legend --plain 2>&1"
+            ),
+        );
+        let out = run.stdout_str();
+        let mut lines = out.lines();
+        let state = lines.next().unwrap_or_default().trim().to_string();
+        (state, lines.collect::<Vec<_>>().join("\n"))
+    }
+
     /// Opens a TCP connection from the client namespace to `c`'s echo server and keeps it busy:
     /// one numbered line every 0.1 s, each echoed back within 60 s, on the same connection.
     pub fn tcp_session(&self, c: &Container) -> TcpSession {

@@ -1,11 +1,13 @@
 //! lxc-fixtty: makes a container checkpointable by CRIU (the seed's tty and console workaround in
 //! today's LXC keys, regular-file ttys in the rootfs, no getty on a tty, no AppArmor lines on a
-//! kernel without AppArmor), or only checks it, or shows what it would change.
+//! kernel without AppArmor, the seccomp denials a systemd container needs), or only checks it, or
+//! shows what it would change.
 
 mod devtty;
 mod inittab;
 mod problem;
 mod settings;
+mod systemd;
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -20,6 +22,7 @@ use crate::lxc::{self, CgroupVersion, Config, Container};
 use devtty::DevDir;
 use inittab::Inittab;
 pub use problem::{Found, NodeKind, Problem, Target, CONSOLE_DENY};
+pub use systemd::{Denial, PROFILE as SECCOMP_PROFILE};
 
 /// The tool name in messages.
 const TOOL: &str = "lxc-fixtty";
@@ -150,6 +153,7 @@ impl Survey {
         let inittab = inittab::open(&rootfs, &rootfs_path)?;
         let mut problems = Vec::new();
         settings::survey(&config, host, &mut problems);
+        systemd::survey(&config, &rootfs_path, &container.dir(), &mut problems);
         if let Some(dev) = &dev {
             devtty::survey(dev, &mut problems)?;
         }
@@ -172,6 +176,28 @@ impl Survey {
     fn config_backup(&self) -> PathBuf {
         self.container.dir().join(CONFIG_BACKUP)
     }
+
+    /// The seccomp profile a fix writes (path and text), when a systemd container needs one.
+    fn seccomp_profile(&self) -> anyhow::Result<Option<(PathBuf, String)>> {
+        systemd::new_profile(&self.of(Target::Config).collect::<Vec<_>>())
+    }
+}
+
+/// `PROFILE (the lines of BASE plus the denials below) and set lxc.seccomp.profile = PROFILE`.
+fn seccomp_note(survey: &Survey, path: &Path) -> String {
+    let base = survey.problems.iter().find_map(|p| match p {
+        Problem::SystemdSeccomp { profile, .. } => Some(profile.clone()),
+        _ => None,
+    });
+    let from = match base.flatten() {
+        Some(base) => format!("the lines of {} plus the denials below", base.display()),
+        None => "a denylist of the denials below".to_string(),
+    };
+    format!(
+        "{} ({from}) and set lxc.seccomp.profile = {}",
+        path.display(),
+        path.display()
+    )
 }
 
 fn check(survey: &Survey, cfg: &FixConfig, say: &dyn Fn(&str)) -> anyhow::Result<()> {
@@ -218,6 +244,11 @@ fn dry_run(survey: &Survey, say: &dyn Fn(&str)) {
                 backup.display()
             ));
         }
+    }
+    match survey.seccomp_profile() {
+        Ok(Some((path, _))) => say(&format!("would write {}", seccomp_note(survey, &path))),
+        Ok(None) => {}
+        Err(err) => say(&format!("a fix would fail: {err:#}")),
     }
     for problem in &survey.problems {
         say(&problem.action(false));
@@ -268,6 +299,11 @@ fn fix_config(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     survey
         .of(Target::Config)
         .for_each(|p| settings::apply(&mut config, p, &mut marked));
+    // The profile first: the config never names a file that is not there yet.
+    let profile = survey.seccomp_profile()?;
+    if let Some((path, _)) = &profile {
+        systemd::point_config(&mut config, path, &mut marked);
+    }
     let backup = survey.config_backup();
     if atomic::create_file(
         &backup,
@@ -281,7 +317,13 @@ fn fix_config(survey: &Survey, say: &dyn Fn(&str)) -> anyhow::Result<()> {
             backup.display()
         ));
     }
+    if let Some((profile_path, text)) = &profile {
+        systemd::write_profile(profile_path, text)?;
+    }
     config.save(&path)?;
+    if let Some((profile_path, _)) = &profile {
+        say(&format!("wrote {}", seccomp_note(survey, profile_path)));
+    }
     survey.of(Target::Config).for_each(|p| say(&p.action(true)));
     Ok(())
 }

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::systemd::Denial;
+
 /// The devices rule that keeps the container away from /dev/console.
 pub const CONSOLE_DENY: &str = "c 5:1 rwm";
 
@@ -40,6 +42,19 @@ pub enum Problem {
     TtyMissing { names: Vec<String> },
     /// A rootfs `/etc/inittab` line that runs a program on a tty or the console.
     InittabTty { line: usize, text: String },
+    /// A systemd container whose seccomp profile does not deny a syscall systemd uses for
+    /// something CRIU cannot dump.
+    SystemdSeccomp {
+        /// The init as the config names it (`lxc.init.cmd`, or `/sbin/init`).
+        init: String,
+        /// What it resolves to in the rootfs (`/usr/lib/systemd/systemd`).
+        systemd: String,
+        denial: Denial,
+        /// The profile the config uses now, if any.
+        profile: Option<PathBuf>,
+        /// The profile lxc-fixtty writes (`LXCPATH/NAME/ckpt.seccomp`).
+        into: PathBuf,
+    },
 }
 
 /// How a required config line was found.
@@ -82,7 +97,8 @@ impl Problem {
             | Problem::ConsoleAllowed { .. }
             | Problem::AppArmorKey { .. }
             | Problem::AppArmorInclude { .. }
-            | Problem::LegacyKey { .. } => Target::Config,
+            | Problem::LegacyKey { .. }
+            | Problem::SystemdSeccomp { .. } => Target::Config,
             Problem::TtyNode { .. } | Problem::TtyMissing { .. } => Target::Dev,
             Problem::InittabTty { .. } => Target::Inittab,
         }
@@ -128,6 +144,13 @@ impl Problem {
             Problem::InittabTty { line, text } => {
                 format!("{} /etc/inittab line {line}: {text}", verb("commented out", "comment out"))
             }
+            Problem::SystemdSeccomp { denial, into, .. } => format!(
+                "{} `{}` to the seccomp profile {}: {}",
+                verb("added", "add"),
+                denial.rule(),
+                into.display(),
+                denial.loss()
+            ),
         }
     }
 }
@@ -188,6 +211,24 @@ impl fmt::Display for Problem {
                 "/etc/inittab line {line} runs a program on a tty or the console, which the container no longer \
                  has: {text}"
             ),
+            Problem::SystemdSeccomp { init, systemd, denial, profile, .. } => {
+                let init = match init == systemd {
+                    true => init.clone(),
+                    false => format!("{init} is {systemd}"),
+                };
+                let profile = match profile {
+                    Some(path) => format!("its seccomp profile {}", path.display()),
+                    None => "it has no seccomp profile, which".to_string(),
+                };
+                write!(
+                    f,
+                    "systemd container ({init}): {profile} allows {}: {}; the fix denies it, and the \
+                     container loses this: {}",
+                    denial.syscall(),
+                    denial.blocks(),
+                    denial.loss()
+                )
+            }
         }
     }
 }

@@ -198,6 +198,8 @@ pub(super) fn apply(config: &mut Config, problem: &Problem, marked: &mut bool) {
             config.remove_matching(|s| s.key == key.as_str() && s.value == value.as_str());
         }
         Problem::AppArmorInclude { .. } => append(config, "lxc.apparmor.profile", "", marked),
+        // The profile file and its config line: fix_config, through the systemd module.
+        Problem::SystemdSeccomp { .. } => {}
         Problem::TtyNode { .. } | Problem::TtyMissing { .. } | Problem::InittabTty { .. } => {}
     }
 }
@@ -216,8 +218,9 @@ fn is_console_rule(rule: &str) -> bool {
     matches!(parts.as_slice(), ["c", "5:1", _])
 }
 
-fn append(config: &mut Config, key: &str, value: &str, marked: &mut bool) {
-    if !*marked {
+pub(super) fn append(config: &mut Config, key: &str, value: &str, marked: &mut bool) {
+    // One comment, even when a later run appends more.
+    if !*marked && !config.has_comment(MARKER) {
         config.append_comment(MARKER);
         *marked = true;
     }

@@ -144,3 +144,166 @@ fn unsupported_rootfs_is_a_clear_error() {
         "container u1: rootfs type overlay is not supported, only dir (lxc.rootfs.path = overlay:/a:/b)"
     );
 }
+
+/// A systemd container configured like the fixture: common.conf-like include setting a profile,
+/// the tty settings already fixed.
+fn fake_systemd() -> (Fake, PathBuf) {
+    let f = fake();
+    let lib = f.container.dir().join("lxc-config");
+    std::fs::create_dir_all(&lib).unwrap();
+    let common_seccomp = lib.join("common.seccomp");
+    std::fs::write(&common_seccomp, "2\ndenylist\n[all]\nkexec_load errno 1\n").unwrap();
+    std::fs::write(
+        lib.join("common.conf"),
+        format!("lxc.seccomp.profile = {}\n", common_seccomp.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        f.container.config_path(),
+        format!(
+            "lxc.include = {}\nlxc.mount.auto = proc:mixed sys:mixed cgroup:mixed\n\
+             lxc.rootfs.path = dir:{}\nlxc.tty.max = 0\nlxc.console.path = none\n\
+             lxc.cgroup.devices.deny = c 5:1 rwm\n",
+            lib.join("common.conf").display(),
+            f.rootfs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(f.rootfs.join("etc/inittab")).unwrap();
+    std::fs::remove_dir_all(f.rootfs.join("dev")).unwrap();
+    std::fs::create_dir_all(f.rootfs.join("lib/systemd")).unwrap();
+    std::fs::create_dir_all(f.rootfs.join("sbin")).unwrap();
+    std::fs::write(f.rootfs.join("lib/systemd/systemd"), "").unwrap();
+    symlink("/lib/systemd/systemd", f.rootfs.join("sbin/init")).unwrap();
+    (f, common_seccomp)
+}
+
+#[test]
+fn a_systemd_container_needs_two_seccomp_denials() {
+    let (f, common) = fake_systemd();
+    let survey = Survey::take(&f.container, &HOST).unwrap();
+    let profile = f.container.dir().join("ckpt.seccomp");
+    assert_eq!(
+        actions(&survey),
+        [
+            format!(
+                "would add `unshare errno 1 [0,0x04000000,SCMP_CMP_MASKED_EQ,0x04000000]` to the seccomp profile {}: \
+                 ProtectHostname= is ignored (systemd skips the UTS namespace)",
+                profile.display()
+            ),
+            format!(
+                "would add `bpf errno 1` to the seccomp profile {}: systemd's IP sandboxing is not enforced \
+                 (IPAddressDeny=/IPAddressAllow= do nothing)",
+                profile.display()
+            ),
+        ]
+    );
+    let text = survey.problems[0].to_string();
+    assert_eq!(
+        text,
+        format!(
+            "systemd container (/sbin/init is /lib/systemd/systemd): its seccomp profile {} allows \
+             unshare(CLONE_NEWUTS): services with ProtectHostname= (systemd-logind) get a UTS namespace of \
+             their own, which CRIU cannot dump (\"Can't dump nested uts namespace\"); the fix denies it, and \
+             the container loses this: ProtectHostname= is ignored (systemd skips the UTS namespace)",
+            common.display()
+        )
+    );
+    assert!(
+        survey.problems[1]
+            .to_string()
+            .contains("anon_inode:bpf-prog")
+            && survey.problems[1].to_string().contains("IPAddressDeny="),
+        "{}",
+        survey.problems[1]
+    );
+    // ckpt-dump's gate counts them, with the same words.
+    let err = ensure_checkpointable(&f.container).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!("is not checkpointable: {text} (and 1 more)")),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn the_systemd_fix_writes_the_profile_and_is_idempotent() {
+    let (f, common) = fake_systemd();
+    let config_before = std::fs::read_to_string(f.container.config_path()).unwrap();
+    let said = std::cell::RefCell::new(Vec::new());
+    let say = |m: &str| said.borrow_mut().push(m.to_string());
+    fix(&Survey::take(&f.container, &HOST).unwrap(), &say).unwrap();
+    let profile = f.container.dir().join("ckpt.seccomp");
+    let said = said.into_inner();
+    assert_eq!(
+        said[1],
+        format!(
+            "wrote {} (the lines of {} plus the denials below) and set lxc.seccomp.profile = {}",
+            profile.display(),
+            common.display(),
+            profile.display()
+        ),
+        "{said:#?}"
+    );
+    assert_eq!(said.last().unwrap(), "fixed 2 problems, checkpointable now");
+    assert_eq!(
+        std::fs::read_to_string(f.container.dir().join(CONFIG_BACKUP)).unwrap(),
+        config_before
+    );
+    let written = std::fs::read_to_string(&profile).unwrap();
+    assert!(
+        written.starts_with("2\ndenylist\n[all]\nkexec_load errno 1\n# lxc-fixtty: ")
+            && written.ends_with(
+                "\n[all]\nunshare errno 1 [0,0x04000000,SCMP_CMP_MASKED_EQ,0x04000000]\nbpf errno 1\n"
+            ),
+        "{written}"
+    );
+    let config = std::fs::read_to_string(f.container.config_path()).unwrap();
+    assert_eq!(
+        config,
+        format!(
+            "{config_before}# lxc-fixtty: settings that let CRIU checkpoint this container (see lxc-fixtty(1))\n\
+             lxc.seccomp.profile = {}\n",
+            profile.display()
+        )
+    );
+
+    // Idempotent: nothing found, nothing changes.
+    let again = Survey::take(&f.container, &HOST).unwrap();
+    assert_eq!(again.problems, []);
+    ensure_checkpointable(&f.container).unwrap();
+
+    // A denial removed by hand from lxc-fixtty's own profile is added back to that profile.
+    std::fs::write(&profile, written.replace("bpf errno 1\n", "")).unwrap();
+    let survey = Survey::take(&f.container, &HOST).unwrap();
+    assert_eq!(survey.problems.len(), 1);
+    fix(&survey, &|_| {}).unwrap();
+    let rewritten = std::fs::read_to_string(&profile).unwrap();
+    assert!(
+        rewritten.starts_with(&written.replace("bpf errno 1\n", ""))
+            && rewritten.ends_with("[all]\nbpf errno 1\n"),
+        "{rewritten}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.container.config_path()).unwrap(),
+        config,
+        "the config already named the profile"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.container.dir().join(CONFIG_BACKUP)).unwrap(),
+        config_before,
+        "the backup keeps the original"
+    );
+
+    // The config line taken out by hand comes back the same, under the one lxc-fixtty comment.
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("lxc.seccomp.profile"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(f.container.config_path(), without).unwrap();
+    fix(&Survey::take(&f.container, &HOST).unwrap(), &|_| {}).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.container.config_path()).unwrap(),
+        config
+    );
+}

@@ -144,6 +144,13 @@ impl Config {
         self.trailing_newline = true;
     }
 
+    /// Whether the config has the comment line `# text` (as [`Config::append_comment`] writes it).
+    pub fn has_comment(&self, text: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|line| matches!(line, Line::Other(raw) if raw.strip_prefix("# ") == Some(text)))
+    }
+
     /// Removes every setting for which `remove` returns true; returns how many were removed.
     pub fn remove_matching(&mut self, mut remove: impl FnMut(&Setting<'_>) -> bool) -> usize {
         let before = self.lines.len();
