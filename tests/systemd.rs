@@ -1,8 +1,8 @@
 //! Root end-to-end test of a systemd container (issue #14): the Debian 12 fixture
 //! (tests/fixtures/make-systemd-container) boots to `running` with no failed unit, lxc-fixtty
 //! names what keeps CRIU from dumping it and fixes it, ckpt-dump refuses it unfixed before
-//! freezing anything, and root logs in over ssh from the client namespace. The migration itself
-//! is in the separate, ignored test at the end (restore-side work is still open).
+//! freezing anything, and root logs in over ssh from the client namespace; then it moves live, with
+//! an ssh session into it surviving every move.
 
 mod util;
 
@@ -187,47 +187,202 @@ fn systemd_container_boots_is_fixed_by_lxc_fixtty_and_refused_unfixed() {
     );
 }
 
-/// Issue #14, items 3-6: the live migration of the systemd container, host1 -> host2 with the
-/// rollback-safe one-liner. Not yet working: the dump succeeds (with `--criu-opt "enable-fs
-/// ramfs"` for systemd's ramfs credential mounts), the restore fails on host2 with
-/// `mnt: Can't bind-mount at .../dev/ptmx: Not a directory` (mntns-compat-mode vs logind's mount
-/// namespace) and ckpt-dump resumes the container on host1. Run it with `--ignored`.
-#[test]
-#[ignore = "issue #14 items 3-6: the restore side of a systemd container is still open"]
-fn systemd_container_migrates_live() {
-    let tb = Testbed::up(PREFIX);
-    let (c, _) = fixed_container(&tb);
-    boot(&tb, &c);
-    let work = tb.workload("host1", &c);
-    let counted = work.wait_counter_above(0);
-    let pid = work.pids().0;
+/// An ssh session from the client into the container, printing a counter every 0.2 s on one
+/// TCP connection; the client stamps each line with its own clock.
+struct SshSession {
+    log: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SshSession {
+    fn start(tb: &Testbed, c: &Container, log: std::path::PathBuf) -> SshSession {
+        let key = util::testbed::q(&tb.container_key());
+        let script = format!(
+            "$SSH -i {key} {ip} 'n=0; while :; do n=$((n+1)); echo $n; sleep 0.2; done' \
+             | while read -r n; do echo \"$(date +%s.%N) $n\"; done > {log}",
+            ip = c.ip,
+            log = util::testbed::q(&log)
+        );
+        let child = tb.spawn("client", &script);
+        let session = SshSession { log, child };
+        session.wait_lines(5);
+        session
+    }
+
+    /// (client time, counter) of every line so far.
+    fn lines(&self) -> Vec<(f64, u64)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (t, n) = l.split_once(' ')?;
+                Some((t.parse().ok()?, n.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Waits (up to 60 s) for more than `n` lines; they must count 1, 2, 3... with no gap or
+    /// restart (one session, one shell, one connection).
+    fn wait_lines(&self, n: usize) -> usize {
+        let start = Instant::now();
+        loop {
+            let lines = self.lines();
+            for (i, (_, counter)) in lines.iter().enumerate() {
+                assert_eq!(*counter, i as u64 + 1, "the ssh session's counter jumped");
+            }
+            if lines.len() > n {
+                return lines.len();
+            }
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "the ssh session stalled after {} lines",
+                lines.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The longest time between two lines, in seconds.
+    fn longest_gap(&self) -> f64 {
+        self.lines()
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .fold(0.0, f64::max)
+    }
+}
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The local port of the client's ssh connection to `c`, as `ss` shows it ESTABLISHED.
+fn ssh_port(tb: &Testbed, c: &Container) -> String {
     let run = tb.sh(
-        "host1",
+        "client",
+        &format!(
+            "ss -Htn state established dst {}:22 | awk '{{print $3}}'",
+            c.ip
+        ),
+    );
+    run.stdout_str().trim().to_string()
+}
+
+/// Moves `c` from `from` to `to` with the rollback-safe one-liner; returns its --stats.
+fn move_container(tb: &Testbed, c: &Container, from: &str, to: &str) -> serde_json::Value {
+    let (src, dst) = match from {
+        "host1" => ("$L1", "$L2"),
+        _ => ("$L2", "$L1"),
+    };
+    let stats = format!("/var/lib/{PREFIX}/dump.stats");
+    let run = tb.sh(
+        from,
         &format!(
             "rm -f /tmp/{PREFIX}.ack; mkfifo /tmp/{PREFIX}.ack; \
-             $BIN/ckpt-dump -q -P $L1 --ack /tmp/{PREFIX}.ack --criu-opt 'enable-fs ramfs' {NAME} \
-             | $SSH host2 $BIN/ckpt-restore -q -P $L2 > /tmp/{PREFIX}.ack"
+             $BIN/ckpt-dump -q -P {src} --stats {stats} --ack /tmp/{PREFIX}.ack {name} \
+             | $SSH {to} $BIN/ckpt-restore -q -P {dst} > /tmp/{PREFIX}.ack",
+            name = c.name
         ),
     );
     assert_eq!(
         run.code(),
         Some(0),
-        "the migration failed:\n{}",
+        "moving {} {from} -> {to} failed:\n{}",
+        c.name,
         run.stderr_str()
     );
-    tb.assert_only_on("host2", &c);
-    let (state, failed) = tb.systemd_state("host2", &c);
+    serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap()
+}
+
+/// After a move to `host`: one copy, systemd running with no failed unit, the same workload PID,
+/// journald taking messages, a unit restarting, a new ssh login.
+fn check_after_move(tb: &Testbed, c: &Container, host: &str, pid: &str, round: usize) {
+    tb.assert_only_on(host, c);
+    let (state, failed) = tb.systemd_state(host, c);
     assert!(
         state == "running" && failed.trim().is_empty(),
-        "after the move: {state}\n{failed}"
+        "after move {round}: {state}\n{failed}"
     );
-    let after = tb.workload("host2", &c);
-    assert!(after.wait_counter_above(counted) > counted);
+    let work = tb.workload(host, c);
+    work.wait_counter_above(work.counter());
     assert_eq!(
-        after.pids().0,
+        work.pids().0,
         pid,
         "the counter was restarted, not restored"
     );
-    tb.ssh_container(&c, "systemctl is-system-running")
-        .expect_code(0);
+    let marker = format!("ckpt-moved-{round}");
+    let login = tb.ssh_container(
+        c,
+        &format!(
+            "logger {marker} && sleep 0.5 && journalctl -q --no-pager -n 50 | grep -c {marker} \
+             && systemctl restart cron && systemctl is-active cron"
+        ),
+    );
+    assert_eq!(
+        login.code(),
+        Some(0),
+        "after move {round}: a new login, journald or restarting cron failed:\n{}{}",
+        login.stdout_str(),
+        login.stderr_str()
+    );
+}
+
+/// Issue #14: the systemd container moves host1 -> host2 -> host1 while an ssh session from the
+/// client keeps printing a counter on the same TCP connection; then 10 moves in a row.
+#[test]
+fn systemd_container_moves_live_with_an_ssh_session() {
+    let tb = Testbed::up(PREFIX);
+    let (c, _) = fixed_container(&tb);
+    boot(&tb, &c);
+    let pid = tb.workload("host1", &c).pids().0;
+    let session = SshSession::start(
+        &tb,
+        &c,
+        std::path::PathBuf::from(format!("/var/lib/{PREFIX}/ssh-session.log")),
+    );
+    let port = ssh_port(&tb, &c);
+    assert!(
+        !port.is_empty(),
+        "no ESTABLISHED ssh connection from the client"
+    );
+    let mut downtimes = Vec::new();
+    let mut retries = 0;
+    let mut here = "host1";
+    for round in 1..=12 {
+        let there = if here == "host1" { "host2" } else { "host1" };
+        let stats = move_container(&tb, &c, here, there);
+        downtimes.push(stats["downtime_ms"].as_u64().unwrap_or(0));
+        retries += stats["dump_retries"].as_u64().unwrap_or(0);
+        here = there;
+        let seen = session.wait_lines(0);
+        session.wait_lines(seen + 5);
+        if round <= 2 {
+            // The first moves there and back: every check.
+            check_after_move(&tb, &c, here, &pid, round);
+            assert_eq!(
+                ssh_port(&tb, &c),
+                port,
+                "the ssh connection is not the same"
+            );
+        } else {
+            tb.assert_only_on(here, &c);
+            assert_eq!(tb.workload(here, &c).pids().0, pid);
+        }
+    }
+    check_after_move(&tb, &c, here, &pid, 12);
+    assert_eq!(
+        ssh_port(&tb, &c),
+        port,
+        "the ssh connection is not the same"
+    );
+    downtimes.sort_unstable();
+    println!(
+        "systemd container: 12 moves, downtime median {} ms, max {} ms; dump retries {retries}; \
+         longest gap in the ssh session {:.2} s",
+        downtimes[downtimes.len() / 2],
+        downtimes[downtimes.len() - 1],
+        session.longest_gap()
+    );
 }

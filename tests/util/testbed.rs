@@ -61,6 +61,27 @@ impl Testbed {
     /// Runs a bash script on `host` (its netns, its sysfs), with BIN set to the tools' directory,
     /// L1/L2 to the lxcpaths and SSH to `ssh -F <config>`.
     pub fn sh(&self, host: &str, script: &str) -> Run {
+        let mut cmd = self.command(host, script);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let shown = format!("on {host}: {script}");
+        let output = cmd.output().expect("running testbed exec");
+        Run {
+            output,
+            shown,
+            dir: self.lxcpath(host),
+        }
+    }
+
+    /// Starts a bash script on `host` like [`Testbed::sh`], in the background, its output discarded.
+    pub fn spawn(&self, host: &str, script: &str) -> std::process::Child {
+        self.command(host, script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running testbed exec")
+    }
+
+    fn command(&self, host: &str, script: &str) -> Command {
         let bindir = bin("ckpt-dump").parent().unwrap().to_path_buf();
         let prelude = format!(
             "set -o pipefail; BIN={}; L1={}; L2={}; SSH='ssh -F {}'; ",
@@ -72,17 +93,9 @@ impl Testbed {
         let mut cmd = Command::new(repo().join("tests/testbed/testbed"));
         cmd.args(["exec", host, "bash", "-c"])
             .arg(format!("{prelude}{script}"))
-            .env("CKPT_TESTBED", &self.prefix);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let shown = format!("on {host}: {script}");
-        let output = cmd.output().expect("running testbed exec");
-        Run {
-            output,
-            shown,
-            dir: self.lxcpath(host),
-        }
+            .env("CKPT_TESTBED", &self.prefix)
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// Creates busybox container `name` on `host` with counter, memhog (`mem` MiB) and a TCP echo
@@ -198,14 +211,7 @@ impl Testbed {
                echo $n > {d}/count.tmp; mv {d}/count.tmp {d}/count; sleep 0.1; done",
             ip = c.ip
         );
-        let child = Command::new(repo().join("tests/testbed/testbed"))
-            .args(["exec", "client", "bash", "-c", &script])
-            .env("CKPT_TESTBED", &self.prefix)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = self.spawn("client", &script);
         let session = TcpSession { dir, child };
         session.wait_count_above(3);
         session

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ckpt_cli::{CriuOptions, KeyFile, LxcPath, Quiet, StreamIn};
 use ckpt_migrate::restore::{self, RestoreConfig};
+use ckpt_runtime::{cgroups2, hold};
 use clap::Parser;
 
 /// Read a ckpt stream from stdin, verify it completely, install the container under LXCPATH and
@@ -41,6 +42,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // CRIU runs ckpt-restore as its action script, for the container's cgroup2 directories.
+    if let Ok(action) = std::env::var(hold::ACTION_ENV) {
+        return ckpt_cli::run("ckpt-restore (CRIU action script)", || {
+            cgroups2::action_script(&action)
+        });
+    }
     if let Some(done) = ckpt_cli::gen_completions::<Cli>() {
         return done;
     }

@@ -1,9 +1,12 @@
 //! The container's cgroup2 directories on a hybrid host (cgroup v1 controllers, cgroup2 on
 //! /sys/fs/cgroup/unified). LXC hands CRIU the v1 hierarchies to remap, not this one, so CRIU puts
-//! the restored tasks back into the cgroup2 paths they had, and does not create those directories:
-//! systemd watches `cgroup.events` in each (inotify), whose restore then fails (`fsnotify: Unable
-//! to open .../system.slice/.../cgroup.events`). ckpt-dump records the directories next to the
-//! images; ckpt-restore creates the missing ones before CRIU runs.
+//! the restored tasks back into the cgroup2 paths they had on the source, and does not create
+//! those directories: systemd watches `cgroup.events` in each (inotify), whose restore then fails
+//! (`fsnotify: Unable to open .../system.slice/.../cgroup.events`). So ckpt-dump records the
+//! directories below the container's cgroup next to the images; ckpt-restore points CRIU's
+//! cgroup2 root at the cgroup LXC makes for the restored container (`cgroup-root`), and creates
+//! the recorded directories there when CRIU runs it as its `pre-restore` action script (LXC has
+//! made the container's cgroup by then; made earlier, it would make LXC pick another name).
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +19,11 @@ use crate::lxc::Container;
 pub const DIRS_FILE: &str = "ckpt-cgroup2-dirs";
 /// Where a hybrid host mounts cgroup2.
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
+/// For the `pre-restore` action: the image dir, and the restored container's cgroup2 directory.
+pub const IMAGES_ENV: &str = "CKPT_CGROUP2_IMAGES";
+pub const BASE_ENV: &str = "CKPT_CGROUP2_BASE";
 
-/// Records the cgroup2 directories of `container` (its own and every one below) in `images`.
+/// Records the cgroup2 directories below `container`'s own in `images` (relative to it).
 /// Nothing on a host without a separate cgroup2 mount.
 pub fn record(container: &Container, images: &Path) -> anyhow::Result<()> {
     let Some(pid) = container.init_pid() else {
@@ -27,7 +33,10 @@ pub fn record(container: &Container, images: &Path) -> anyhow::Result<()> {
     let Some(own) = cgroups.lines().find_map(|l| l.strip_prefix("0::")) else {
         return Ok(());
     };
-    let list = subtree(Path::new(UNIFIED), &container_cgroup(own))?;
+    if !Path::new(UNIFIED).is_dir() {
+        return Ok(());
+    }
+    let list = subtree(&Path::new(UNIFIED).join(container_cgroup(own)))?;
     if list.is_empty() {
         return Ok(());
     }
@@ -36,16 +45,50 @@ pub fn record(container: &Container, images: &Path) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Creates the directories `images` lists that do not exist yet under `root` (the host's cgroup2
-/// mount when None); returns the ones it created, deepest last, for [`remove`] on failure.
-pub fn prepare(images: &Path, root: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
-    let root = root.unwrap_or(Path::new(UNIFIED));
+/// The cgroup2 directory LXC will make for the restored `container` on this host (as LXC picks
+/// it: `lxc.payload.NAME`, or with `-1`, `-2`... when a hierarchy has that name already), when
+/// `images` recorded cgroup2 directories; relative to the cgroup2 mount.
+pub fn restore_base(container: &Container, images: &Path) -> Option<PathBuf> {
+    if !images.join(DIRS_FILE).is_file() || !Path::new(UNIFIED).is_dir() {
+        return None;
+    }
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    (0..1000).find_map(|i| {
+        let name = match i {
+            0 => format!("lxc.payload.{}", container.name),
+            _ => format!("lxc.payload.{}-{i}", container.name),
+        };
+        let taken = hierarchies.iter().any(|h| h.join(&name).exists());
+        (!taken).then(|| PathBuf::from(name))
+    })
+}
+
+/// What ckpt-restore does when CRIU runs it as its action script: at `pre-restore`, create the
+/// recorded directories below the restored container's cgroup2 directory.
+pub fn action_script(action: &str) -> anyhow::Result<()> {
+    if action != "pre-restore" {
+        return Ok(());
+    }
+    let (Some(images), Some(base)) = (std::env::var_os(IMAGES_ENV), std::env::var_os(BASE_ENV))
+    else {
+        return Ok(());
+    };
+    let base = Path::new(UNIFIED).join(base);
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    prepare(Path::new(&images), &base).map(drop)
+}
+
+/// Creates the directories `images` lists below `base` where missing; returns the ones it
+/// created, parents first.
+pub fn prepare(images: &Path, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let Ok(text) = std::fs::read_to_string(images.join(DIRS_FILE)) else {
         return Ok(Vec::new());
     };
-    if !root.is_dir() {
-        return Ok(Vec::new());
-    }
     let mut created = Vec::new();
     for rel in text.lines().map(Path::new) {
         let plain = rel
@@ -57,7 +100,7 @@ pub fn prepare(images: &Path, root: Option<&Path>) -> anyhow::Result<Vec<PathBuf
                 rel
             );
         }
-        let dir = root.join(rel);
+        let dir = base.join(rel);
         if !dir.is_dir() {
             std::fs::create_dir(&dir)
                 .with_context(|| format!("creating the cgroup {}", dir.display()))?;
@@ -74,20 +117,22 @@ pub fn remove(created: &[PathBuf]) {
     }
 }
 
-/// `dir` (relative to `root`) and every directory below it, parents first.
-fn subtree(root: &Path, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = vec![dir.to_path_buf()];
+/// Every directory below `dir`, relative to it, parents first.
+fn subtree(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = Vec::new();
     let mut i = 0;
-    while i < found.len() {
-        let here = root.join(&found[i]);
+    let mut next = vec![PathBuf::new()];
+    while i < next.len() {
+        let here = dir.join(&next[i]);
         let mut children: Vec<PathBuf> = std::fs::read_dir(&here)
             .with_context(|| format!("listing {}", here.display()))?
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| found[i].join(e.file_name()))
+            .map(|e| next[i].join(e.file_name()))
             .collect();
         children.sort();
-        found.extend(children);
+        found.extend(children.iter().cloned());
+        next.extend(children);
         i += 1;
     }
     Ok(found)
@@ -100,33 +145,29 @@ mod tests {
     #[test]
     fn the_recorded_tree_is_created_where_missing_and_removed_again() {
         let source = tempfile::tempdir().unwrap();
-        for d in [
-            "lxc.payload.c/init.scope",
-            "lxc.payload.c/system.slice/cron.service",
-        ] {
+        for d in ["init.scope", "system.slice/cron.service"] {
             std::fs::create_dir_all(source.path().join(d)).unwrap();
         }
-        let list = subtree(
-            source.path(),
-            &container_cgroup("/lxc.payload.c/init.scope"),
-        )
-        .unwrap();
-        assert_eq!(list[0], Path::new("lxc.payload.c"));
-        assert_eq!(list.len(), 4);
+        let list = subtree(source.path()).unwrap();
+        assert_eq!(
+            list,
+            [
+                Path::new("init.scope"),
+                Path::new("system.slice"),
+                Path::new("system.slice/cron.service")
+            ]
+        );
         let images = tempfile::tempdir().unwrap();
         let text: String = list.iter().map(|d| format!("{}\n", d.display())).collect();
         std::fs::write(images.path().join(DIRS_FILE), text).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dest.path().join("lxc.payload.c")).unwrap();
-        let created = prepare(images.path(), Some(dest.path())).unwrap();
-        assert_eq!(created.len(), 3, "{created:?}");
-        assert!(dest
-            .path()
-            .join("lxc.payload.c/system.slice/cron.service")
-            .is_dir());
+        std::fs::create_dir(dest.path().join("init.scope")).unwrap();
+        let created = prepare(images.path(), dest.path()).unwrap();
+        assert_eq!(created.len(), 2, "{created:?}");
+        assert!(dest.path().join("system.slice/cron.service").is_dir());
         remove(&created);
-        assert!(!dest.path().join("lxc.payload.c/system.slice").exists());
-        assert!(dest.path().join("lxc.payload.c").is_dir());
+        assert!(!dest.path().join("system.slice").exists());
+        assert!(dest.path().join("init.scope").is_dir());
     }
 
     #[test]
@@ -134,6 +175,6 @@ mod tests {
         let images = tempfile::tempdir().unwrap();
         std::fs::write(images.path().join(DIRS_FILE), "../../etc\n").unwrap();
         let dest = tempfile::tempdir().unwrap();
-        assert!(prepare(images.path(), Some(dest.path())).is_err());
+        assert!(prepare(images.path(), dest.path()).is_err());
     }
 }

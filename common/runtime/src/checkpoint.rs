@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::cgroups2;
 use crate::criu::{self, MountMode, OptionsFile, DUMP_OPTIONS, RESTORE_OPTIONS};
 use crate::freezer;
 use crate::lxc::{Container, State};
@@ -122,13 +123,15 @@ fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
 /// waits until LXC reports it RUNNING, and announces its addresses on the LAN. The mount mode is
 /// guessed from the images; a restore that fails on mounts is tried once more in the other mode.
 /// A restore that has not finished after `timeout` is killed and fails. `extra`: the user's own
-/// CRIU options. Returns the mount mode that worked.
+/// CRIU options. `hook`: the program CRIU runs as its action script to create the cgroup2
+/// directories the images need (see [`crate::cgroups2`]). Returns the mount mode that worked.
 /// `images` gets the modes of [`crate::images::grant`] first.
 pub fn restore(
     container: &Container,
     images: &Path,
     extra: &[String],
     timeout: Duration,
+    hook: Option<&Path>,
 ) -> anyhow::Result<MountMode> {
     let chosen_by_user = extra.iter().any(|o| o.trim() == "mntns-compat-mode");
     let modes = match chosen_by_user {
@@ -141,7 +144,7 @@ pub fn restore(
             // The failed attempt left nothing running; make sure before trying again.
             let _ = container.lxc("lxc-stop", &["-k"]);
         }
-        match restore_in(container, images, extra, timeout, mode) {
+        match restore_in(container, images, extra, timeout, hook, mode) {
             Ok(()) => return Ok(mode),
             Err(Failed { error, mounts }) => {
                 let retry = mounts && failed.is_none();
@@ -167,6 +170,7 @@ fn restore_in(
     images: &Path,
     extra: &[String],
     timeout: Duration,
+    hook: Option<&Path>,
     mode: MountMode,
 ) -> Result<(), Failed> {
     let failed = |error: anyhow::Error| Failed {
@@ -175,6 +179,11 @@ fn restore_in(
     };
     let mut options: Vec<String> = RESTORE_OPTIONS.iter().map(|o| o.to_string()).collect();
     options.extend(mode.option().map(str::to_string));
+    let cgroup2 = hook.zip(cgroups2::restore_base(container, images));
+    if let Some((hook, base)) = &cgroup2 {
+        options.push(format!("cgroup-root /{}", base.display()));
+        options.push(format!("action-script {}", hook.display()));
+    }
     options.extend(extra.iter().cloned());
     let options = OptionsFile::new(&options).map_err(failed)?;
     // CRIU opens some images as the container's root: whatever modes the images came with.
@@ -182,8 +191,12 @@ fn restore_in(
     crate::images::grant(images, ids).map_err(failed)?;
     let log = images.join("lxc-checkpoint.log");
     let criu_log = images.join("restore.log");
-    let child = lxc_checkpoint(container, images, &options, &log)
-        .map_err(failed)?
+    let mut cmd = lxc_checkpoint(container, images, &options, &log).map_err(failed)?;
+    if let Some((_, base)) = &cgroup2 {
+        cmd.env(cgroups2::IMAGES_ENV, images)
+            .env(cgroups2::BASE_ENV, base);
+    }
+    let child = cmd
         .args(["-r", "-d"])
         .spawn()
         .context("running lxc-checkpoint -r (is LXC installed?)")

@@ -201,17 +201,20 @@ fn restore(
     guard.phase(RESTORING)?;
     let installed = install(&manifest, &container, staging.path())?;
     let images = staging.path().join("images");
-    // The cgroup2 directories the images name (see cgroups2.rs), removed again on failure.
-    let mut cgroups = Vec::new();
-    let restored = ckpt_runtime::cgroups2::prepare(&images, None).and_then(|created| {
-        cgroups = created;
-        checkpoint::restore(&container, &images, &cfg.criu_options, cfg.timeout)
-    });
+    // CRIU runs ckpt-restore itself as its action script, for the cgroup2 directories the
+    // images need (see ckpt_runtime::cgroups2).
+    let hook = std::env::current_exe().ok();
+    let restored = checkpoint::restore(
+        &container,
+        &images,
+        &cfg.criu_options,
+        cfg.timeout,
+        hook.as_deref(),
+    );
     let mount_mode = match restored {
         Ok(mode) => mode,
         Err(err) => {
             stop(&container);
-            ckpt_runtime::cgroups2::remove(&cgroups);
             drop(installed);
             guard.done()?;
             return Err(err);
