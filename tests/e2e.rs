@@ -4,7 +4,7 @@
 
 mod util;
 
-use util::testbed::{Container, Testbed};
+use util::testbed::{Before, Container, Testbed};
 
 /// Makes `c` checkpointable with lxc-fixtty, starts it on `host` and waits for its workloads.
 fn start_fixed(tb: &Testbed, host: &str, c: &Container) {
@@ -27,34 +27,8 @@ fn start_fixed(tb: &Testbed, host: &str, c: &Container) {
 
 /// Checks that the container moved with its state: same PIDs, counter went on, memory intact,
 /// reachable at its IP from the client, and only one copy running.
-fn assert_moved(
-    tb: &Testbed,
-    from: &str,
-    to: &str,
-    c: &Container,
-    before: (u64, (String, String), String),
-) {
-    let w = tb.workload(to, c);
-    let (count, pids, sum) = before;
-    let now = w.wait_counter_above(count);
-    assert!(now > count, "counter did not go on: {count} -> {now}");
-    assert_eq!(
-        w.pids(),
-        pids,
-        "workload PIDs changed: the processes were restarted, not restored"
-    );
-    let round = w.sum().0;
-    assert_eq!(
-        w.next_sum_after(round),
-        sum,
-        "memory checksum changed across the migration"
-    );
-    assert_eq!(w.start_sum(), sum);
-    let churn = w.churn_after_next_round();
-    assert!(
-        churn.starts_with("ok "),
-        "the rootfs on {to} is not what the container wrote before the freeze: {churn}"
-    );
+fn assert_moved(tb: &Testbed, from: &str, to: &str, c: &Container, before: Before) {
+    tb.workload(to, c).assert_carried(&c.name, &before);
     tb.sh("client", &format!("ping -c 1 -W 3 {}", c.ip))
         .expect_code(0);
     tb.assert_only_on(to, c);
@@ -70,9 +44,8 @@ fn assert_moved(
     );
 }
 
-fn snapshot(tb: &Testbed, host: &str, c: &Container) -> (u64, (String, String), String) {
-    let w = tb.workload(host, c);
-    (w.counter(), w.pids(), w.start_sum())
+fn snapshot(tb: &Testbed, host: &str, c: &Container) -> Before {
+    tb.workload(host, c).before()
 }
 
 #[test]
@@ -104,9 +77,9 @@ fn fixtty_makes_a_fresh_container_checkpointable_with_lxc_checkpoint() {
     );
     tb.sh("host1", &restore).expect_code(0);
     let w = tb.workload("host1", &c);
-    assert!(w.wait_counter_above(before.0) > before.0);
-    assert_eq!(w.pids(), before.1);
-    assert_eq!(w.next_sum_after(w.sum().0), before.2);
+    assert!(w.wait_counter_above(before.count) > before.count);
+    assert_eq!(w.pids(), before.pids);
+    assert_eq!(w.next_sum_after(w.sum().0), before.sum);
     // The test bed's ssh: host1 runs lxc-info on host2 and sees host2's view.
     let run = tb
         .sh(
@@ -214,9 +187,9 @@ fn fails_and_stays(tb: &Testbed, c: &Container, script: &str, needles: &str) {
         "{err}"
     );
     let w = tb.workload("host1", c);
-    assert!(w.wait_counter_above(before.0) > before.0);
-    assert_eq!(w.pids(), before.1);
-    assert_eq!(w.next_sum_after(w.sum().0), before.2);
+    assert!(w.wait_counter_above(before.count) > before.count);
+    assert_eq!(w.pids(), before.pids);
+    assert_eq!(w.next_sum_after(w.sum().0), before.sum);
     tb.assert_only_on("host1", c);
 }
 

@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use util::testbed::{Container, Testbed};
+use util::testbed::{Before, Container, Testbed};
 
 /// The containers of the evacuation: (name, last octet of its IP). Names are this file's own:
 /// cgroup names are global on the machine, and other test beds may run at the same time.
@@ -22,20 +22,8 @@ const SOAK: &str = "evsoak";
 const SOAK_MEM_MIB: u32 = 64;
 const SOAK_MOVES_DEFAULT: usize = 6;
 
-/// What must survive a move: the counter (in memory only), the workloads' PIDs, memhog's checksum.
-struct Before {
-    count: u64,
-    pids: (String, String),
-    sum: String,
-}
-
 fn snapshot(tb: &Testbed, host: &str, c: &Container) -> Before {
-    let w = tb.workload(host, c);
-    Before {
-        count: w.counter(),
-        pids: w.pids(),
-        sum: w.start_sum(),
-    }
+    tb.workload(host, c).before()
 }
 
 fn other(host: &str) -> &'static str {
@@ -109,34 +97,7 @@ fn assert_moved(tb: &Testbed, from: &str, to: &str, c: &Container, before: &Befo
         "{} is still on {from}",
         c.name
     );
-    let w = tb.workload(to, c);
-    let now = w.wait_counter_above(before.count);
-    assert!(
-        now > before.count,
-        "{}: counter did not go on: {} -> {now}",
-        c.name,
-        before.count
-    );
-    assert_eq!(
-        w.pids(),
-        before.pids,
-        "{}: workload PIDs changed: the processes were restarted, not restored",
-        c.name
-    );
-    assert_eq!(w.start_sum(), before.sum, "{}: memhog restarted", c.name);
-    let round = w.sum().0;
-    assert_eq!(
-        w.next_sum_after(round),
-        before.sum,
-        "{}: memory checksum changed across the move",
-        c.name
-    );
-    let churn = w.churn_after_next_round();
-    assert!(
-        churn.starts_with("ok "),
-        "{}: the rootfs on {to} is not what the container wrote: {churn}",
-        c.name
-    );
+    tb.workload(to, c).assert_carried(&c.name, before);
     tb.sh("client", &format!("ping -c 1 -W 3 {}", c.ip))
         .expect_code(0);
     let shm = shm_leftovers(&c.name);

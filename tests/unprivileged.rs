@@ -7,7 +7,7 @@ mod util;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use util::testbed::{Container, Testbed};
+use util::testbed::{Before, Container, Testbed};
 
 /// The container's root on the host, as the fixture maps it (make-container IDMAP=100000).
 const ROOT: u32 = 100000;
@@ -41,11 +41,8 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-type Before = (u64, (String, String), String);
-
 fn snapshot(tb: &Testbed, host: &str, c: &Container) -> Before {
-    let w = tb.workload(host, c);
-    (w.counter(), w.pids(), w.start_sum())
+    tb.workload(host, c).before()
 }
 
 /// Moves `c` with the rollback-safe pipeline, `umask 077` in the shells on both ends, into
@@ -67,27 +64,7 @@ fn migrate(tb: &Testbed, from: &str, to: &str, lfrom: &str, lto: &str) {
 /// The container moved with its state: same PIDs, counter went on, memory intact, the rootfs
 /// as it wrote it, owners and modes as they were, one copy running, nothing left behind.
 fn assert_moved(tb: &Testbed, from: &str, to: &str, c: &Container, before: Before) {
-    let w = tb.workload(to, c);
-    let (count, pids, sum) = before;
-    let now = w.wait_counter_above(count);
-    assert!(now > count, "counter did not go on: {count} -> {now}");
-    assert_eq!(
-        w.pids(),
-        pids,
-        "workload PIDs changed: the processes were restarted, not restored"
-    );
-    let round = w.sum().0;
-    assert_eq!(
-        w.next_sum_after(round),
-        sum,
-        "memory checksum changed across the migration"
-    );
-    assert_eq!(w.start_sum(), sum);
-    let churn = w.churn_after_next_round();
-    assert!(
-        churn.starts_with("ok "),
-        "the rootfs on {to} is not what the container wrote before the freeze: {churn}"
-    );
+    tb.workload(to, c).assert_carried(&c.name, &before);
     assert_owners(tb, to, c);
     tb.assert_only_on(to, c);
     assert_eq!(tb.strays(from, &[]), Vec::<String>::new(), "{from} keeps");
@@ -160,7 +137,7 @@ fn unprivileged_container_with_a_host_bind_mount_is_refused_before_the_freeze() 
     .expect_code(0);
     let w = tb.workload("host1", &c);
     w.wait_ready();
-    let (count, pids, _) = snapshot(&tb, "host1", &c);
+    let Before { count, pids, .. } = snapshot(&tb, "host1", &c);
     let run = tb
         .sh(
             "host1",

@@ -327,6 +327,14 @@ impl Drop for TcpSession {
     }
 }
 
+/// What must survive a move: the counter (in memory only), the workloads' PIDs, memhog's checksum.
+#[derive(Debug, Clone)]
+pub struct Before {
+    pub count: u64,
+    pub pids: (String, String),
+    pub sum: String,
+}
+
 /// The files the fixture's workloads keep up to date inside the rootfs.
 pub struct Workload {
     var: PathBuf,
@@ -338,6 +346,43 @@ impl Workload {
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+
+    /// What must survive a move, as it is now.
+    pub fn before(&self) -> Before {
+        Before {
+            count: self.counter(),
+            pids: self.pids(),
+            sum: self.start_sum(),
+        }
+    }
+
+    /// The workloads of container `name` went on from `before`: its counter counts on, the same
+    /// PIDs run, memhog's memory checksum is intact and ckpt-churn's rootfs is what it wrote.
+    pub fn assert_carried(&self, name: &str, before: &Before) {
+        let now = self.wait_counter_above(before.count);
+        assert!(
+            now > before.count,
+            "{name}: counter did not go on: {} -> {now}",
+            before.count
+        );
+        assert_eq!(
+            self.pids(),
+            before.pids,
+            "{name}: workload PIDs changed: the processes were restarted, not restored"
+        );
+        assert_eq!(self.start_sum(), before.sum, "{name}: memhog restarted");
+        let round = self.sum().0;
+        assert_eq!(
+            self.next_sum_after(round),
+            before.sum,
+            "{name}: memory checksum changed across the move"
+        );
+        let churn = self.churn_after_next_round();
+        assert!(
+            churn.starts_with("ok "),
+            "{name}: the rootfs is not what the container wrote: {churn}"
+        );
     }
 
     pub fn counter(&self) -> u64 {
