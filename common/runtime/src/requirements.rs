@@ -17,6 +17,15 @@ pub fn check_dump(container: &Container) -> anyhow::Result<()> {
         anyhow::bail!("cannot find the init process of {}", container.name);
     };
     refuse_host_binds_in_userns(container, init)?;
+    if let Some((pid, name)) = outside_init_tree(init) {
+        anyhow::bail!(
+            "{} runs {name} (pid {pid}), whose parent is outside the container (started by \
+             lxc-attach?): CRIU dumps only the tree of the container's init, so it would be lost; \
+             stop it, or start it from within the container (its init, or a shell there with \
+             `setsid ... &`)",
+            container.name
+        );
+    }
     if !has_cap(CAP_SYS_RESOURCE) {
         if let Some((pid, uid, name)) = non_root_task(init) {
             anyhow::bail!(
@@ -185,6 +194,36 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A task of the container (same pid namespace as its init) whose parent is not: CRIU dumps the
+/// tree below init, and leaves it out. (pid, name).
+fn outside_init_tree(init: u32) -> Option<(u32, String)> {
+    let pidns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let ns = pidns(init)?;
+    let tasks: Vec<(u32, u32, String)> = processes()
+        .filter(|p| pidns(p.pid).as_ref() == Some(&ns))
+        .filter_map(|p| {
+            let (_, ppid) = p.state_and_parent()?;
+            Some((p.pid, ppid, p.comm().unwrap_or_default()))
+        })
+        .collect();
+    let pairs: Vec<(u32, u32)> = tasks.iter().map(|(p, pp, _)| (*p, *pp)).collect();
+    let orphan = first_outside(&pairs, init)?;
+    tasks
+        .into_iter()
+        .find(|(p, _, _)| *p == orphan)
+        .map(|(p, _, name)| (p, name))
+}
+
+/// Of (pid, parent) pairs of one pid namespace, the first task other than `init` whose parent is
+/// not in the namespace.
+fn first_outside(tasks: &[(u32, u32)], init: u32) -> Option<u32> {
+    let inside: std::collections::HashSet<u32> = tasks.iter().map(|(p, _)| *p).collect();
+    tasks
+        .iter()
+        .find(|(pid, parent)| *pid != init && !inside.contains(parent))
+        .map(|(pid, _)| *pid)
+}
+
 /// Whether this process has capability `bit` in its effective set.
 fn has_cap(bit: u32) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -240,6 +279,14 @@ fn on_path(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_whose_parent_is_outside_the_namespace_is_found() {
+        // init 100 with children 101, 102 (102's child 103); 104's parent 50 is on the host.
+        let tasks = [(100, 1), (101, 100), (102, 100), (103, 102), (104, 50)];
+        assert_eq!(first_outside(&tasks, 100), Some(104));
+        assert_eq!(first_outside(&tasks[..4], 100), None);
+    }
 
     #[test]
     fn host_facts_are_read() {
