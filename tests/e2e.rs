@@ -337,6 +337,16 @@ fn dump_refuses_what_it_cannot_checkpoint() {
         "{stats}"
     );
     assert_eq!(tb.state("host1", &c.name), "RUNNING");
+    // A process lxc-attach started is outside init's tree, which is all CRIU dumps: refused, not
+    // silently lost.
+    tb.sh(
+        "host1",
+        "{ lxc-attach -P $L1 -n r1 -- sleep 6062 </dev/null >/dev/null 2>&1 & } ; sleep 0.5; \
+         $BIN/ckpt-dump -P $L1 r1 > /dev/null; rc=$?; pkill -f 'sleep 6062'; exit $rc",
+    )
+    .expect_code(1)
+    .one_line_error("started by lxc-attach?");
+    assert_eq!(tb.state("host1", &c.name), "RUNNING");
     tb.sh(
         "host1",
         "rm -rf /tmp/r1.keep /tmp/r1.stats; lxc-stop -P $L1 -n r1 -k",
