@@ -342,7 +342,7 @@ fn dump_refuses_what_it_cannot_checkpoint() {
     tb.sh(
         "host1",
         "{ lxc-attach -P $L1 -n r1 -- sleep 6062 </dev/null >/dev/null 2>&1 & } ; sleep 0.5; \
-         $BIN/ckpt-dump -P $L1 r1 > /dev/null; rc=$?; pkill -f 'sleep 6062'; exit $rc",
+         $BIN/ckpt-dump -P $L1 r1 > /dev/null; rc=$?; pkill -xf 'sleep 6062'; exit $rc",
     )
     .expect_code(1)
     .one_line_error("started by lxc-attach?");
