@@ -21,7 +21,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ckpt_stream::{Item, StreamReader};
+use ckpt_stream::StreamReader;
 
 /// Largest file the extractor may write in a run (RLIMIT_FSIZE): a zstd bomb cannot fill the disk.
 const MAX_FILE: u64 = 64 << 20;
@@ -178,23 +178,10 @@ impl io::Read for Chunky {
     }
 }
 
-/// Reads every entry and its data without writing anything, as `ckpt-unpack --list` does.
+/// Lists the stream as `ckpt-unpack --list` does, the listing thrown away.
 fn list_from(input: Box<dyn io::Read + Send>) -> anyhow::Result<()> {
     let mut reader = StreamReader::open(input, None)?;
-    loop {
-        match reader.next_item()? {
-            Item::Entry { entry, .. } => {
-                io::copy(&mut reader.data(), &mut io::sink())?;
-                let hash = reader
-                    .finish_entry()?
-                    .expect("an entry that next_item returned is open")
-                    .to_hex();
-                let _ = ckpt_stream::entry_line(&entry, &hash[..16]);
-            }
-            Item::Copied(_) => {}
-            Item::End(_) => return Ok(()),
-        }
-    }
+    ckpt_stream::list(&mut reader, &mut io::sink()).map(drop)
 }
 
 /// Lists `data` as a stream twice, from memory in one piece and through short reads (`Chunky`),

@@ -1,12 +1,12 @@
 //! ckpt-unpack: reads a stream and unpacks it to a new bundle dir, lists it, or only verifies it.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
 use ckpt_stream::io::open_input;
 use ckpt_stream::{
-    check_destination, entry_line, note, parent_of, summary, unpack_into, verify, Item, Key,
-    Manifest, Progress, StagingDir, StreamReader, Trailer,
+    check_destination, list, note, parent_of, summary, unpack_into, verify, Key, Progress,
+    StagingDir, StreamReader,
 };
 
 #[derive(Debug, Clone)]
@@ -44,7 +44,10 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
             staging.commit(dest)?;
             trailer
         }
-        Action::List => list(&mut reader)?,
+        Action::List => {
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            list(&mut reader, &mut out)?
+        }
         Action::Verify => verify(&mut reader)?,
     };
     progress.finish();
@@ -54,63 +57,4 @@ pub fn run(cfg: &UnpackConfig) -> anyhow::Result<()> {
         &format!("{}, verified", summary(&reader.manifest, &trailer)),
     );
     Ok(())
-}
-
-fn list(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
-    reader.hash_here();
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    write_manifest_summary(&mut out, &reader.manifest)?;
-    loop {
-        match reader.next_item()? {
-            Item::Entry { entry, .. } => {
-                io::copy(&mut reader.data(), &mut io::sink())?;
-                let hash = reader
-                    .finish_entry()?
-                    .map(|h| h.to_hex())
-                    .unwrap_or_default();
-                writeln!(out, "{}", entry_line(&entry, hash.get(..16).unwrap_or("-")))?;
-            }
-            Item::Copied(copied) => writeln!(
-                out,
-                "# copied: {} rootfs entries were copied live; its changes since follow",
-                copied.entries
-            )?,
-            Item::End(trailer) => {
-                writeln!(
-                    out,
-                    "# trailer: {} entries, {} bytes, {}",
-                    trailer.entries, trailer.bytes, trailer.digest
-                )?;
-                out.flush()?;
-                return Ok(trailer);
-            }
-        }
-    }
-}
-
-fn write_manifest_summary(out: &mut dyn Write, m: &Manifest) -> io::Result<()> {
-    writeln!(
-        out,
-        "# ckpt stream v{}: container {} from {}:{}",
-        m.version, m.name, m.host, m.lxcpath
-    )?;
-    writeln!(
-        out,
-        "# created {} on {} {}, criu {}, lxc {}, ckpt {}",
-        m.created,
-        m.kernel,
-        m.arch,
-        m.criu.as_deref().unwrap_or("-"),
-        m.lxc.as_deref().unwrap_or("-"),
-        m.ckpt
-    )?;
-    let rootfs = serde_json::to_value(m.include.rootfs)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string));
-    writeln!(
-        out,
-        "# includes: rootfs {}, images {}",
-        rootfs.unwrap_or_default(),
-        if m.include.images { "yes" } else { "no" }
-    )
 }

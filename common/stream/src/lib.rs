@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use extract::Extractor;
 pub use format::{summary, Manifest, Trailer};
 pub use io::Compression;
-pub use listing::entry_line;
+pub use listing::{entry_line, list};
 pub use progress::{note, Counted, Progress};
 pub use reader::{Item, StreamReader};
 pub use receive::{unpack_into, verify};

@@ -1,5 +1,10 @@
-//! How a listing (`ckpt-unpack --list`) shows one entry: a line like `ls -l`'s.
+//! A listing of a stream (`ckpt-unpack --list`): the manifest summary, a line like `ls -l`'s per
+//! entry, the trailer.
 
+use std::io::Write;
+
+use crate::format::{Manifest, Trailer};
+use crate::reader::{Item, StreamReader};
 use crate::wire::{Entry, Kind};
 
 /// `ls -l`-like line: type+mode, uid/gid, size, data hash prefix, path (and link target).
@@ -47,4 +52,65 @@ fn mode_string(mode: u32) -> String {
         });
     }
     s
+}
+
+/// Lists the rest of the stream on `out`, as `ckpt-unpack --list` does: the manifest summary,
+/// one line per entry with the first 16 hex digits of its data hash, the trailer; checking
+/// everything, writing no file.
+pub fn list(reader: &mut StreamReader, out: &mut dyn Write) -> anyhow::Result<Trailer> {
+    reader.hash_here();
+    write_manifest_summary(out, &reader.manifest)?;
+    loop {
+        match reader.next_item()? {
+            Item::Entry { entry, .. } => {
+                std::io::copy(&mut reader.data(), &mut std::io::sink())?;
+                let hash = reader
+                    .finish_entry()?
+                    .map(|h| h.to_hex())
+                    .unwrap_or_default();
+                writeln!(out, "{}", entry_line(&entry, hash.get(..16).unwrap_or("-")))?;
+            }
+            Item::Copied(copied) => writeln!(
+                out,
+                "# copied: {} rootfs entries were copied live; its changes since follow",
+                copied.entries
+            )?,
+            Item::End(trailer) => {
+                writeln!(
+                    out,
+                    "# trailer: {} entries, {} bytes, {}",
+                    trailer.entries, trailer.bytes, trailer.digest
+                )?;
+                out.flush()?;
+                return Ok(trailer);
+            }
+        }
+    }
+}
+
+fn write_manifest_summary(out: &mut dyn Write, m: &Manifest) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "# ckpt stream v{}: container {} from {}:{}",
+        m.version, m.name, m.host, m.lxcpath
+    )?;
+    writeln!(
+        out,
+        "# created {} on {} {}, criu {}, lxc {}, ckpt {}",
+        m.created,
+        m.kernel,
+        m.arch,
+        m.criu.as_deref().unwrap_or("-"),
+        m.lxc.as_deref().unwrap_or("-"),
+        m.ckpt
+    )?;
+    let rootfs = serde_json::to_value(m.include.rootfs)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string));
+    writeln!(
+        out,
+        "# includes: rootfs {}, images {}",
+        rootfs.unwrap_or_default(),
+        if m.include.images { "yes" } else { "no" }
+    )
 }

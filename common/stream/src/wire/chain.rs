@@ -91,7 +91,9 @@ impl Chain {
     /// entry's data hash (for listings). Call it before the first batch is full.
     pub fn hash_here(&mut self) {
         debug_assert!(self.thread.is_none(), "hash_here after a hand-over");
-        self.here.get_or_insert_with(Hasher::default);
+        // Carry on from what was hashed here while a thread was held back.
+        let hashed = self.here.take().or(self.early.take());
+        self.here = Some(hashed.unwrap_or_default());
         self.held = false;
     }
 
@@ -388,5 +390,23 @@ mod tests {
         assert!(chain.thread.is_some(), "no thread once allowed");
         let all: Vec<_> = first.iter().chain(&rest).copied().collect();
         assert_eq!(chain.finish().unwrap(), expected(&all));
+    }
+
+    #[test]
+    fn hashing_here_after_a_held_start_keeps_what_was_hashed() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let header = [b'h'; 512];
+        let entries: Vec<(&[u8], &[u8])> = vec![(&header, &big), (&header, b"after")];
+        let mut chain = Chain::new();
+        chain.hold_thread();
+        chain.header(entries[0].0).unwrap();
+        chain.data(entries[0].1).unwrap();
+        chain.allow_thread();
+        chain.hash_here();
+        chain.end_entry();
+        chain.header(entries[1].0).unwrap();
+        chain.data(entries[1].1).unwrap();
+        assert_eq!(chain.end_entry(), Some(blake3::hash(b"after")));
+        assert_eq!(chain.finish().unwrap(), expected(&entries));
     }
 }
