@@ -88,14 +88,8 @@ fn fits_in_shm(container: &Container) -> bool {
         return false;
     };
     let free = stat.f_bavail * stat.f_frsize;
-    let args = [
-        std::ffi::OsStr::new("-P"),
-        container.lxcpath.as_os_str(),
-        std::ffi::OsStr::new("-n"),
-        container.name.as_ref(),
-        std::ffi::OsStr::new("memory.current"),
-    ];
-    let used = ckpt_runtime::lxc::run_command("lxc-cgroup", args)
+    let used = container
+        .lxc("lxc-cgroup", &["memory.current"])
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
     // Unknown usage: assume a generous 1 GiB.
