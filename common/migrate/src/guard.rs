@@ -87,9 +87,7 @@ impl Guard {
 
 /// This process's thread count, from /proc/self/status.
 fn thread_count() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    ckpt_runtime::procs::own_status("Threads")?.parse().ok()
 }
 
 /// The journal file of `tool`'s guard for `container`, next to (not inside) its directory.

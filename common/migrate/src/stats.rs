@@ -99,9 +99,8 @@ pub struct RestoreReport {
 
 /// Peak resident memory of this process so far, in KiB.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let hwm = ckpt_runtime::procs::own_status("VmHWM")?;
+    hwm.split_whitespace().next()?.parse().ok()
 }
 
 pub fn ms(d: Duration) -> u64 {

@@ -80,13 +80,10 @@ pub fn is_transient_dump_error(line: &str) -> bool {
 /// filesystem (they come back empty, and systemd writes them again when the unit restarts).
 /// Only when every ramfs mount is such a credentials mount: other ramfs data would be lost.
 pub fn needed_dump_options(mountinfo: &str) -> Vec<(&'static str, &'static str)> {
-    let ramfs: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (before, after) = l.split_once(" - ")?;
-            (after.split_whitespace().next()? == "ramfs").then_some(before)
-        })
-        .filter_map(|before| before.split_whitespace().nth(4))
+    let ramfs: Vec<String> = crate::procs::mounts(mountinfo)
+        .into_iter()
+        .filter(|m| m.fstype == "ramfs")
+        .map(|m| m.target)
         .collect();
     let credentials_only = !ramfs.is_empty()
         && ramfs

@@ -17,6 +17,7 @@ use anyhow::Context;
 
 use crate::freezer;
 use crate::lxc::Container;
+use crate::procs::has_own_netns;
 
 /// The iptables chain that holds a container's network.
 pub const CHAIN: &str = "CKPTHOLD";
@@ -43,7 +44,7 @@ pub fn action_script(action: &str) -> anyhow::Result<()> {
 /// where the kernel has it, IPv6). A process in this process's own namespace is left alone:
 /// cutting it would cut the host.
 pub fn cut(pid: u32) -> anyhow::Result<()> {
-    if !own_netns(pid)? {
+    if !has_own_netns(pid).with_context(|| format!("process {pid} is gone"))? {
         return Ok(());
     }
     let rules = format!(
@@ -57,7 +58,7 @@ pub fn cut(pid: u32) -> anyhow::Result<()> {
 
 /// Undoes [`cut`] (nothing to do when the network is not cut).
 pub fn reconnect(pid: u32) -> anyhow::Result<()> {
-    if !own_netns(pid)? || !is_cut(pid) {
+    if !has_own_netns(pid).with_context(|| format!("process {pid} is gone"))? || !is_cut(pid) {
         return Ok(());
     }
     let rules = format!(
@@ -106,15 +107,6 @@ pub fn resume(container: &Container) -> anyhow::Result<()> {
 pub fn end(container: &Container) -> anyhow::Result<()> {
     container.lxc("lxc-stop", &["-k"])?;
     Ok(())
-}
-
-/// Whether `pid` lives in a network namespace other than this process's.
-fn own_netns(pid: u32) -> anyhow::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    let ours = std::fs::metadata("/proc/self/ns/net")?;
-    Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
 }
 
 /// Feeds `rules` to `program` (iptables-restore or ip6tables-restore) in `pid`'s network namespace.

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::lxc::Container;
-use crate::procs::processes;
+use crate::procs::{has_own_netns, in_pid_namespace_of, mounts, own_status, Mount};
 
 /// Bit of CAP_SYS_RESOURCE in the capability sets of /proc/PID/status.
 const CAP_SYS_RESOURCE: u32 = 24;
@@ -36,7 +36,7 @@ pub fn check_dump(container: &Container) -> anyhow::Result<()> {
             );
         }
     }
-    if has_own_netns(init) {
+    if has_own_netns(init).unwrap_or(false) {
         for program in ["iptables-restore", "ip6tables-restore", "nsenter"] {
             if !on_path(program) {
                 anyhow::bail!(
@@ -137,70 +137,29 @@ const VIRTUAL_FS: &[&str] = &[
 /// The mounts of a container's mountinfo that bind a host path in: every mount of a filesystem
 /// with files on the host, other than the container's root and binds from inside it.
 fn host_binds(mountinfo: &str) -> Vec<HostBind> {
-    struct Mount<'a> {
-        dev: &'a str,
-        root: String,
-        target: String,
-        fstype: &'a str,
-    }
-    let mounts: Vec<Mount<'_>> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let f: Vec<&str> = before.split_whitespace().collect();
-            Some(Mount {
-                dev: f.get(2)?,
-                root: unescape(f.get(3)?),
-                target: unescape(f.get(4)?),
-                fstype: after.split_whitespace().next()?,
-            })
-        })
-        .collect();
+    let mounts = mounts(mountinfo);
     let rootfs = mounts.iter().rev().find(|m| m.target == "/");
-    let inside_rootfs = |m: &Mount<'_>| {
+    let inside_rootfs = |m: &Mount| {
         rootfs.is_some_and(|r| m.dev == r.dev && Path::new(&m.root).starts_with(Path::new(&r.root)))
     };
     mounts
         .iter()
-        .filter(|m| m.target != "/" && !VIRTUAL_FS.contains(&m.fstype) && !inside_rootfs(m))
+        .filter(|m| {
+            m.target != "/" && !VIRTUAL_FS.contains(&m.fstype.as_str()) && !inside_rootfs(m)
+        })
         .map(|m| HostBind {
             source: m.root.clone(),
             target: m.target.clone(),
-            fstype: m.fstype.to_string(),
+            fstype: m.fstype.clone(),
         })
         .collect()
-}
-
-/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A task of the container (same pid namespace as its init) whose parent is not: CRIU dumps the
 /// tree below init, and leaves it out. (pid, name).
 fn outside_init_tree(init: u32) -> Option<(u32, String)> {
-    let pidns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let ns = pidns(init)?;
-    let tasks: Vec<(u32, u32, String)> = processes()
-        .filter(|p| pidns(p.pid).as_ref() == Some(&ns))
+    let tasks: Vec<(u32, u32, String)> = in_pid_namespace_of(init)
+        .into_iter()
         .filter_map(|p| {
             let (_, ppid) = p.state_and_parent()?;
             Some((p.pid, ppid, p.comm().unwrap_or_default()))
@@ -226,31 +185,24 @@ fn first_outside(tasks: &[(u32, u32)], init: u32) -> Option<u32> {
 
 /// Whether this process has capability `bit` in its effective set.
 fn has_cap(bit: u32) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    own_status("CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
 /// A task of the container (same pid namespace as its init) running as a user other than the
 /// container's root: (pid, host uid, name).
 fn non_root_task(init: u32) -> Option<(u32, u32, String)> {
-    let pidns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let ns = pidns(init)?;
     let root = root_uid(init);
-    processes()
-        .filter(|p| pidns(p.pid).as_ref() == Some(&ns))
-        .find_map(|p| {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
-            let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-            let odd = uids
-                .split_whitespace()
-                .filter_map(|u| u.parse::<u32>().ok())
-                .find(|&u| u != root)?;
-            Some((p.pid, odd, p.comm().unwrap_or_default()))
-        })
+    in_pid_namespace_of(init).into_iter().find_map(|p| {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
+        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        let odd = uids
+            .split_whitespace()
+            .filter_map(|u| u.parse::<u32>().ok())
+            .find(|&u| u != root)?;
+        Some((p.pid, odd, p.comm().unwrap_or_default()))
+    })
 }
 
 /// The host uid of the container's root: 0, or where its user namespace maps uid 0.
@@ -262,12 +214,6 @@ fn root_uid(init: u32) -> u32 {
             _ => None,
         })
         .unwrap_or(0)
-}
-
-/// Whether `pid` has a network namespace other than this process's.
-fn has_own_netns(pid: u32) -> bool {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
-    ns(&pid.to_string()) != ns("self")
 }
 
 fn on_path(program: &str) -> bool {
@@ -290,7 +236,6 @@ mod tests {
 
     #[test]
     fn host_facts_are_read() {
-        assert!(!has_own_netns(std::process::id()));
         assert!(on_path("sh"));
         assert!(!on_path("no-such-program-ckpt"));
         // This process (in the initial user namespace) maps uid 0 to 0.
