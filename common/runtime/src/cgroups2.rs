@@ -83,8 +83,8 @@ pub fn action_script(action: &str) -> anyhow::Result<()> {
     prepare(Path::new(&images), &base).map(drop)
 }
 
-/// Creates the directories `images` lists below `base` where missing; returns the ones it
-/// created, parents first.
+/// Creates the directories `images` lists below `base` where missing (LXC removes them with the
+/// container's cgroup); returns the ones it created, parents first.
 pub fn prepare(images: &Path, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let Ok(text) = std::fs::read_to_string(images.join(DIRS_FILE)) else {
         return Ok(Vec::new());
@@ -108,13 +108,6 @@ pub fn prepare(images: &Path, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(created)
-}
-
-/// Removes cgroups [`prepare`] created (deepest first); best effort.
-pub fn remove(created: &[PathBuf]) {
-    for dir in created.iter().rev() {
-        let _ = std::fs::remove_dir(dir);
-    }
 }
 
 /// Every directory below `dir`, relative to it, parents first.
@@ -143,7 +136,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_recorded_tree_is_created_where_missing_and_removed_again() {
+    fn the_recorded_tree_is_created_where_missing() {
         let source = tempfile::tempdir().unwrap();
         for d in ["init.scope", "system.slice/cron.service"] {
             std::fs::create_dir_all(source.path().join(d)).unwrap();
@@ -165,8 +158,6 @@ mod tests {
         let created = prepare(images.path(), dest.path()).unwrap();
         assert_eq!(created.len(), 2, "{created:?}");
         assert!(dest.path().join("system.slice/cron.service").is_dir());
-        remove(&created);
-        assert!(!dest.path().join("system.slice").exists());
         assert!(dest.path().join("init.scope").is_dir());
     }
 
