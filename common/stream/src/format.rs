@@ -18,6 +18,16 @@ pub const TRAILER_PATH: &str = "trailer.json";
 /// In a live stream, ends the copy of the rootfs made while the container ran: the `rootfs/`
 /// entries after it are its changes since, which replace or delete (see [`is_whiteout`]).
 pub const COPIED_PATH: &str = "copied.json";
+/// In a lazy stream, vouches for every entry before it (see [`Mark::Seal`]): the CRIU images
+/// before the first one, then each run of memory.
+pub const SEAL_PATH: &str = "seal.json";
+/// In a lazy stream, the root of the memory entries after the first seal:
+/// `memory/<pid>/<vaddr, 16 hex digits>`, whole pages of one process (see [`MemoryRange`]).
+pub const MEMORY_ROOT: &str = "memory";
+/// Size of a page of memory (x86-64, arm64 with 4 KiB pages: what CRIU's page server sends).
+pub const PAGE_SIZE: u64 = 4096;
+/// Largest memory entry accepted.
+pub const MAX_MEMORY_ENTRY: u64 = 64 << 20;
 /// The three directory roots of a bundle, in stream order.
 pub const ROOTS: [&str; 3] = ["container", "rootfs", "images"];
 /// Largest manifest or trailer accepted (they are small JSON documents).
@@ -51,6 +61,10 @@ pub struct Manifest {
     /// `--ack` channel carries it back), so that the receiver has caught up with the live copy.
     #[serde(default)]
     pub await_copy: bool,
+    /// Post-copy (`ckpt-dump --lazy`): the images carry no lazy memory; it follows them as
+    /// `memory/` entries, after a seal, while the receiver already runs the container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
 
 /// The fields of a manifest that every format version has, read before the rest.
@@ -105,14 +119,46 @@ pub struct Trailer {
     pub mac: Option<String>,
 }
 
+/// What a [`Trailer`] document vouches for: the whole stream, or the stream so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// `trailer.json`: the stream is complete.
+    Trailer,
+    /// `seal.json`: every entry before it is intact; more follow. Its MAC is computed apart
+    /// from a trailer's, so that a stream cut after a seal cannot pass for a complete one.
+    Seal,
+}
+
+impl Mark {
+    fn path(self) -> &'static str {
+        match self {
+            Mark::Trailer => TRAILER_PATH,
+            Mark::Seal => SEAL_PATH,
+        }
+    }
+
+    /// The text the MAC covers for a chain digest.
+    fn mac_input(self, digest: &str) -> String {
+        match self {
+            Mark::Trailer => digest.to_string(),
+            Mark::Seal => format!("seal {digest}"),
+        }
+    }
+}
+
 impl Trailer {
     /// The trailer that seals a chain of entries, with a MAC when the writer has a key.
     pub fn new(seal: &Seal, key: Option<&Key>) -> Trailer {
+        Trailer::marking(Mark::Trailer, seal, key)
+    }
+
+    /// The document at `mark`'s path that vouches for `seal`, with a MAC when there is a key.
+    pub fn marking(mark: Mark, seal: &Seal, key: Option<&Key>) -> Trailer {
         let digest = digest_text(seal);
         Trailer {
             entries: seal.entries,
             bytes: seal.bytes,
-            mac: key.map(|k| k.mac(&digest, seal.entries, seal.bytes)),
+            mac: key.map(|k| k.mac(&mark.mac_input(&digest), seal.entries, seal.bytes)),
             digest,
         }
     }
@@ -120,11 +166,22 @@ impl Trailer {
     /// Parses a trailer read from a stream and checks it against the chain the reader hashed (and
     /// its MAC against `key`, when the reader has one).
     pub fn check(json: &[u8], seal: &Seal, key: Option<&Key>) -> anyhow::Result<Trailer> {
+        Trailer::check_mark(Mark::Trailer, json, seal, key)
+    }
+
+    /// [`Trailer::check`] for the document at `mark`'s path.
+    pub fn check_mark(
+        mark: Mark,
+        json: &[u8],
+        seal: &Seal,
+        key: Option<&Key>,
+    ) -> anyhow::Result<Trailer> {
+        let path = mark.path();
         let trailer: Trailer = serde_json::from_slice(json)
-            .map_err(|e| bad_stream(format!("trailer.json is not valid: {e}")))?;
+            .map_err(|e| bad_stream(format!("{path} is not valid: {e}")))?;
         if trailer.entries != seal.entries {
             return Err(bad_stream(format!(
-                "trailer counts {} entries but the stream holds {}: entries were added or removed",
+                "{path} counts {} entries but the stream holds {}: entries were added or removed",
                 trailer.entries, seal.entries
             )));
         }
@@ -135,7 +192,8 @@ impl Trailer {
             ));
         }
         if let Some(key) = key {
-            key.verify(&digest, seal.entries, seal.bytes, trailer.mac.as_deref())?;
+            let input = mark.mac_input(&digest);
+            key.verify(&input, seal.entries, seal.bytes, trailer.mac.as_deref())?;
         }
         Ok(trailer)
     }
@@ -227,11 +285,48 @@ pub enum EntryPath {
     Manifest,
     Trailer,
     Copied,
+    Seal,
+    /// A run of memory pages of process `pid` (its pid in the container) from `vaddr` on.
+    Memory(MemoryRange),
     /// `root` is one of [`ROOTS`]; `rel` is empty for the root directory itself.
     Tree {
         root: &'static str,
         rel: Vec<u8>,
     },
+}
+
+/// Where a memory entry's pages go: process `pid`, from address `vaddr` (page-aligned) on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRange {
+    pub pid: u32,
+    pub vaddr: u64,
+}
+
+impl MemoryRange {
+    /// `memory/<pid>/<vaddr>`, as the stream names it.
+    pub fn path(&self) -> String {
+        format!("{MEMORY_ROOT}/{}/{:016x}", self.pid, self.vaddr)
+    }
+
+    /// Parses what follows `memory/`: exactly the form [`MemoryRange::path`] writes.
+    fn parse(rel: &[u8]) -> Option<MemoryRange> {
+        let rel = std::str::from_utf8(rel).ok()?;
+        let (pid, vaddr) = rel.split_once('/')?;
+        let digits = |s: &str, hex: bool| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&b)))
+        };
+        if !digits(pid, false) || pid.starts_with('0') || vaddr.len() != 16 || !digits(vaddr, true)
+        {
+            return None;
+        }
+        let range = MemoryRange {
+            pid: pid.parse().ok()?,
+            vaddr: u64::from_str_radix(vaddr, 16).ok()?,
+        };
+        (range.vaddr % PAGE_SIZE == 0).then_some(range)
+    }
 }
 
 /// Checks a path from a stream against the bundle layout. Refuses (never skips) absolute paths,
@@ -246,6 +341,14 @@ pub fn classify(path: &[u8]) -> anyhow::Result<EntryPath> {
     }
     if path == COPIED_PATH.as_bytes() {
         return Ok(EntryPath::Copied);
+    }
+    if path == SEAL_PATH.as_bytes() {
+        return Ok(EntryPath::Seal);
+    }
+    if let Some(rel) = path.strip_prefix(format!("{MEMORY_ROOT}/").as_bytes()) {
+        return MemoryRange::parse(rel)
+            .map(EntryPath::Memory)
+            .ok_or_else(|| bad_stream(format!("memory entry {shown:?} is not memory/PID/VADDR")));
     }
     if path.is_empty() || path.starts_with(b"/") || path.contains(&0) {
         return Err(bad_stream(format!(
@@ -300,6 +403,50 @@ mod tests {
             classify(b"container/config").unwrap(),
             tree("container", "config")
         );
+    }
+
+    #[test]
+    fn memory_paths_are_exactly_what_the_writer_names() {
+        let range = MemoryRange {
+            pid: 42,
+            vaddr: 0x7f00_0000_1000,
+        };
+        assert_eq!(range.path(), "memory/42/00007f0000001000");
+        assert_eq!(
+            classify(range.path().as_bytes()).unwrap(),
+            EntryPath::Memory(range)
+        );
+        assert_eq!(classify(b"seal.json").unwrap(), EntryPath::Seal);
+        for bad in [
+            &b"memory/42/7f0000001000"[..],
+            b"memory/042/00007f0000001000",
+            b"memory/42/00007f0000001001",
+            b"memory/42/00007F0000001000",
+            b"memory/x/00007f0000001000",
+            b"memory/42/00007f0000001000/x",
+            b"memory/99999999999/00007f0000001000",
+            b"memory/42",
+        ] {
+            assert!(
+                classify(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_seal_cannot_pass_for_a_trailer() {
+        let key = Key::from_material(&[7u8; 32]).unwrap();
+        let seal = Seal {
+            entries: 3,
+            bytes: 10,
+            digest: blake3::hash(b"chain"),
+        };
+        let json = serde_json::to_vec(&Trailer::marking(Mark::Seal, &seal, Some(&key))).unwrap();
+        Trailer::check_mark(Mark::Seal, &json, &seal, Some(&key)).unwrap();
+        let err = Trailer::check(&json, &seal, Some(&key)).unwrap_err();
+        assert!(err.to_string().contains("MAC mismatch"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,21 @@ pub fn list(reader: &mut StreamReader, out: &mut dyn Write) -> anyhow::Result<Tr
                     .unwrap_or_default();
                 writeln!(out, "{}", entry_line(&entry, hash.get(..16).unwrap_or("-")))?;
             }
+            Item::Memory { range, size } => {
+                std::io::copy(&mut reader.data(), &mut std::io::sink())?;
+                let hash = reader
+                    .finish_entry()?
+                    .map(|h| h.to_hex())
+                    .unwrap_or_default();
+                let pages = size / crate::format::PAGE_SIZE;
+                let hash = hash.get(..16).unwrap_or("-");
+                writeln!(out, "m{pages:>21} pages {hash:16} {}", range.path())?;
+            }
+            Item::Seal(seal) => writeln!(
+                out,
+                "# seal: the {} entries ({} bytes) so far verified",
+                seal.entries, seal.bytes
+            )?,
             Item::Copied(copied) => writeln!(
                 out,
                 "# copied: {} rootfs entries were copied live; its changes since follow",

@@ -8,7 +8,8 @@ use crate::auth::Key;
 use crate::decoder::Decoded;
 use crate::error::bad_stream;
 use crate::format::{
-    classify, EntryPath, Manifest, Trailer, MANIFEST_PATH, MAX_JSON_SIZE, TRAILER_PATH,
+    classify, EntryPath, Manifest, Mark, MemoryRange, Trailer, MANIFEST_PATH, MAX_JSON_SIZE,
+    MAX_MEMORY_ENTRY, PAGE_SIZE, SEAL_PATH, TRAILER_PATH,
 };
 use crate::io::decompress;
 use crate::start::{self, Start};
@@ -25,6 +26,11 @@ pub enum Item {
     },
     /// `copied.json`: the `rootfs/` entries that follow are changes made since it was copied.
     Copied(crate::format::Copied),
+    /// A verified seal (lazy streams): every entry before it is intact.
+    Seal(Trailer),
+    /// Memory pages of a lazy stream (see [`MemoryRange`]): `size` bytes, whole pages, read with
+    /// [`StreamReader::data`]; they count as intact only once the next seal is read.
+    Memory { range: MemoryRange, size: u64 },
     /// The verified trailer; the input was read to its end.
     End(Trailer),
 }
@@ -58,7 +64,8 @@ impl StreamReader {
         let decoded = decompress(input, path)?;
         let zstd = decoded.is_compressed();
         let busy = usize::from(zstd);
-        let mut tar = TarReader::new(decoded, TRAILER_PATH.as_bytes());
+        let mut tar =
+            TarReader::new(decoded, TRAILER_PATH.as_bytes()).with_interim(SEAL_PATH.as_bytes());
         if !core_to_spare(busy) {
             tar.hash_here();
         }
@@ -67,6 +74,7 @@ impl StreamReader {
             // Only a tar archive that starts with a pax header gets here (see crate::start).
             Next::Entry(Entry { path, .. }) => return Err(not_ckpt(&path, zstd)),
             Next::End { .. } => return Err(not_ckpt(TRAILER_PATH.as_bytes(), zstd)),
+            Next::Interim { .. } => return Err(not_ckpt(SEAL_PATH.as_bytes(), zstd)),
         };
         let json = read_json(&mut tar, &entry)?;
         let manifest = Manifest::from_json(&json)?;
@@ -97,10 +105,15 @@ impl StreamReader {
             Next::End { seal, data } => {
                 Trailer::check(&data, &seal, self.key.as_ref()).map(Item::End)
             }
+            Next::Interim { seal, data } => {
+                Trailer::check_mark(Mark::Seal, &data, &seal, self.key.as_ref()).map(Item::Seal)
+            }
             Next::Entry(entry) => match classify(&entry.path)? {
                 EntryPath::Tree { root, rel } => Ok(Item::Entry { root, rel, entry }),
+                EntryPath::Memory(range) => self.memory(range, &entry),
                 EntryPath::Manifest => Err(bad_stream("manifest.json appears twice")),
                 EntryPath::Trailer => Err(bad_stream("trailer.json is not the last entry")),
+                EntryPath::Seal => Err(bad_stream("seal.json entry is malformed")),
                 EntryPath::Copied if self.copied => Err(bad_stream("copied.json appears twice")),
                 EntryPath::Copied => {
                     self.copied = true;
@@ -111,6 +124,29 @@ impl StreamReader {
                 }
             },
         }
+    }
+
+    /// A memory entry: only in a lazy stream, only whole pages, one regular file of bounded size.
+    fn memory(&self, range: MemoryRange, entry: &Entry) -> anyhow::Result<Item> {
+        if !self.manifest.lazy {
+            return Err(bad_stream(format!(
+                "{} in a stream whose manifest is not lazy",
+                range.path()
+            )));
+        }
+        let size = entry.data_size();
+        let whole = matches!(entry.kind, Kind::File { sparse: None, .. })
+            && size > 0
+            && size % PAGE_SIZE == 0
+            && size <= MAX_MEMORY_ENTRY
+            && range.vaddr.checked_add(size).is_some();
+        if !whole {
+            return Err(bad_stream(format!(
+                "{} is not a run of whole pages",
+                range.path()
+            )));
+        }
+        Ok(Item::Memory { range, size })
     }
 
     /// The current entry's data.

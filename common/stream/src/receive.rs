@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::error::bad_stream;
 use crate::extract::Extractor;
 use crate::format::{Copied, Trailer, MANIFEST_PATH};
 use crate::reader::{Item, StreamReader};
@@ -13,6 +14,34 @@ use crate::reader::{Item, StreamReader};
 /// trailer; `on_copied` runs once everything before `copied.json` is unpacked. On error, `dir`
 /// holds a partial bundle that the caller must discard.
 pub fn unpack_into(
+    reader: &mut StreamReader,
+    dir: &Path,
+    on_copied: &mut dyn FnMut(&Copied) -> anyhow::Result<()>,
+) -> anyhow::Result<Trailer> {
+    if reader.manifest.lazy {
+        return Err(bad_stream(
+            "this is a post-copy (ckpt-dump --lazy) stream: its memory follows the images and \
+             only ckpt-restore can take it (check it with ckpt-unpack --check or --list)",
+        ));
+    }
+    unpack(reader, dir, on_copied)
+}
+
+/// For a lazy stream: unpacks everything before its first seal (the container, rootfs and CRIU
+/// images) into `dir` and returns that seal, verified; the memory entries follow.
+pub fn unpack_sealed(
+    reader: &mut StreamReader,
+    dir: &Path,
+    on_copied: &mut dyn FnMut(&Copied) -> anyhow::Result<()>,
+) -> anyhow::Result<Trailer> {
+    if !reader.manifest.lazy {
+        return Err(bad_stream("the stream is not a post-copy (lazy) stream"));
+    }
+    unpack(reader, dir, on_copied)
+}
+
+/// Unpacks into `dir` up to the trailer, or in a lazy stream up to the first seal.
+fn unpack(
     reader: &mut StreamReader,
     dir: &Path,
     on_copied: &mut dyn FnMut(&Copied) -> anyhow::Result<()>,
@@ -32,6 +61,17 @@ pub fn unpack_into(
             Item::End(trailer) => {
                 extractor.finish()?;
                 return Ok(trailer);
+            }
+            Item::Seal(seal) if reader.manifest.lazy => {
+                extractor.finish()?;
+                return Ok(seal);
+            }
+            Item::Seal(_) => {}
+            Item::Memory { range, .. } => {
+                return Err(bad_stream(format!(
+                    "{} comes before the seal of the images",
+                    range.path()
+                )))
             }
         }
     }

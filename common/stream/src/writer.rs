@@ -10,7 +10,10 @@ use anyhow::Context;
 use walkdir::WalkDir;
 
 use crate::auth::Key;
-use crate::format::{Copied, Manifest, Trailer, COPIED_PATH, MANIFEST_PATH, TRAILER_PATH};
+use crate::format::{
+    Copied, Manifest, Mark, MemoryRange, Trailer, COPIED_PATH, MANIFEST_PATH, SEAL_PATH,
+    TRAILER_PATH,
+};
 use crate::fsmeta::{self, LinkTracker};
 use crate::wire::{core_to_spare, Entry, Kind, Mtime, TarWriter};
 
@@ -164,6 +167,41 @@ impl<W: Write> StreamWriter<W> {
             .append(entry, &mut data)
             .with_context(|| format!("streaming {}", path.display()))?;
         Ok(())
+    }
+
+    /// Adds `size` bytes (whole pages) of memory at `range`, read from `data` (lazy streams).
+    pub fn add_memory(
+        &mut self,
+        range: MemoryRange,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> anyhow::Result<()> {
+        let entry = Entry {
+            path: range.path().into_bytes(),
+            kind: Kind::File { size, sparse: None },
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: Mtime::default(),
+            xattrs: Vec::new(),
+        };
+        self.tar
+            .append(&entry, data)
+            .with_context(|| format!("streaming {}", range.path()))
+    }
+
+    /// Vouches for everything written so far with a `seal.json` entry (MAC'd with the key, like
+    /// the trailer) and flushes it out: a receiver of a lazy stream uses nothing before its seal.
+    pub fn seal(&mut self) -> anyhow::Result<Trailer> {
+        let key = self.key.clone();
+        let mut sealed = None;
+        self.tar.interim(|seal| {
+            let mark = Trailer::marking(Mark::Seal, seal, key.as_ref());
+            let json = serde_json::to_vec(&mark)?;
+            sealed = Some(mark);
+            Ok((SEAL_PATH.as_bytes().to_vec(), json))
+        })?;
+        sealed.context("the seal was not written")
     }
 
     /// Sum of the data areas written so far.

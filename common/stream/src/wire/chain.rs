@@ -44,6 +44,8 @@ impl Batch {
 
 enum Job {
     Hash(Batch),
+    /// The chain's digest so far; hashing goes on.
+    Digest,
     Finish,
 }
 
@@ -159,6 +161,26 @@ impl Chain {
         self.batch.used = 0;
         self.batch.items.clear();
         here.last
+    }
+
+    /// The chain's digest over everything put in so far, once it is hashed; the chain goes on
+    /// (for a seal in the middle of a stream).
+    pub fn digest_so_far(&mut self) -> anyhow::Result<blake3::Hash> {
+        if let Some(here) = self.here.as_mut() {
+            here.hash(&self.batch);
+            self.batch.used = 0;
+            self.batch.items.clear();
+            return Ok(here.chain.finalize());
+        }
+        self.hand_over()?;
+        let (jobs, done) = self.thread.as_ref().ok_or_else(ended)?;
+        jobs.send(Job::Digest).map_err(|_| ended())?;
+        loop {
+            match done.recv().map_err(|_| ended())? {
+                Done::Batch(batch) => self.spare.push(batch),
+                Done::Chain(hash) => return Ok(hash),
+            }
+        }
     }
 
     /// The chain's hash once every batch is hashed.
@@ -277,7 +299,7 @@ fn spawn(mut hasher: Hasher) -> anyhow::Result<(SyncSender<Job>, Receiver<Done>)
                         hasher.hash(&batch);
                         Done::Batch(batch)
                     }
-                    Job::Finish => Done::Chain(hasher.chain.finalize()),
+                    Job::Digest | Job::Finish => Done::Chain(hasher.chain.finalize()),
                 };
                 if back.send(reply).is_err() {
                     break;
@@ -363,6 +385,26 @@ mod tests {
                     "piece {piece}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_digest_so_far_is_the_chain_of_the_entries_before_it() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 251) as u8).collect();
+        let header = [b'h'; 512];
+        let entries: Vec<(&[u8], &[u8])> = vec![(&header, &big), (&header, b"x"), (&header, &big)];
+        for here in [false, true] {
+            let mut chain = Chain::new();
+            if here {
+                chain.hash_here();
+            }
+            for (i, (header, data)) in entries.iter().enumerate() {
+                chain.header(header).unwrap();
+                chain.data(data).unwrap();
+                chain.end_entry();
+                assert_eq!(chain.digest_so_far().unwrap(), expected(&entries[..=i]));
+            }
+            assert_eq!(chain.finish().unwrap(), expected(&entries));
         }
     }
 

@@ -24,6 +24,9 @@ pub enum Next {
     /// and that entry's data, which vouches for it. The input was read to its end, and held only
     /// zeros after it; checking the seal against `data` is the caller's.
     End { seal: Seal, data: Vec<u8> },
+    /// An interim seal (see [`TarReader::with_interim`]): what the chain of entries before it
+    /// hashed to, and its data, which vouches for them; the chain goes on after it.
+    Interim { seal: Seal, data: Vec<u8> },
 }
 
 pub struct TarReader<R: Read> {
@@ -36,6 +39,8 @@ pub struct TarReader<R: Read> {
     ended: bool,
     /// Path of the last entry, which ends the chain.
     last: &'static [u8],
+    /// Path of the interim seals, which vouch for the chain so far and are not part of it.
+    interim: Option<&'static [u8]>,
 }
 
 /// Progress through the data area of the current entry.
@@ -60,7 +65,15 @@ impl<R: Read> TarReader<R> {
             current: None,
             ended: false,
             last,
+            interim: None,
         }
+    }
+
+    /// Entries at path `interim` are seals in the middle of the chain, handed up as
+    /// [`Next::Interim`].
+    pub fn with_interim(mut self, interim: &'static [u8]) -> Self {
+        self.interim = Some(interim);
+        self
     }
 
     /// The input, e.g. to change how it is read.
@@ -88,17 +101,29 @@ impl<R: Read> TarReader<R> {
         }
         self.finish_entry()?;
         let (raw, entry, pax_sparse) = self.read_header()?;
+        let unchained = entry.path == self.last || Some(&entry.path[..]) == self.interim;
+        if unchained
+            && (raw.len() != BLOCK as usize
+                || !matches!(entry.kind, Kind::File { sparse: None, .. }))
+        {
+            return Err(bad_stream(format!(
+                "{} entry is malformed",
+                String::from_utf8_lossy(&entry.path)
+            )));
+        }
         if entry.path == self.last {
-            if raw.len() != BLOCK as usize || !matches!(entry.kind, Kind::File { sparse: None, .. })
-            {
-                return Err(bad_stream(format!(
-                    "{} entry is malformed",
-                    String::from_utf8_lossy(self.last)
-                )));
-            }
             let end = self.read_last(entry.data_size())?;
             self.ended = true;
             return Ok(end);
+        }
+        if unchained {
+            let data = self.read_small(&entry.path, entry.data_size())?;
+            let seal = Seal {
+                entries: self.entries,
+                bytes: self.bytes,
+                digest: self.chain.digest_so_far()?,
+            };
+            return Ok(Next::Interim { seal, data });
         }
         self.chain.header(&raw)?;
         let area = entry.data_size();
@@ -266,14 +291,20 @@ impl<R: Read> TarReader<R> {
         Ok(entry)
     }
 
-    fn read_last(&mut self, size: u64) -> anyhow::Result<Next> {
-        let shown = String::from_utf8_lossy(self.last).into_owned();
+    /// The data of an entry outside the chain (a seal, the trailer), and its padding.
+    fn read_small(&mut self, path: &[u8], size: u64) -> anyhow::Result<Vec<u8>> {
+        let shown = String::from_utf8_lossy(path).into_owned();
         if size > MAX_LAST {
             return Err(bad_stream(format!("{shown} is too large")));
         }
         let mut data = vec![0; size as usize];
         self.read_exact_or(&mut data, &format!("stream truncated inside its {shown}"))?;
         self.read_zeros((padded(size) - size) as usize, &format!("{shown} padding"))?;
+        Ok(data)
+    }
+
+    fn read_last(&mut self, size: u64) -> anyhow::Result<Next> {
+        let data = self.read_small(self.last, size)?;
         let seal = Seal {
             entries: self.entries,
             bytes: self.bytes,

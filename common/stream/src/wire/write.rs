@@ -83,6 +83,24 @@ impl<W: Write> TarWriter<W> {
         self.out.flush()
     }
 
+    /// Writes an entry that vouches for the chain so far and is not part of it (a seal in the
+    /// middle of the stream): `mark` gets the [`Seal`] of the entries before it and returns that
+    /// entry's path and data. Flushes, so that the receiver can check it now.
+    pub fn interim(
+        &mut self,
+        mark: impl FnOnce(&Seal) -> anyhow::Result<(Vec<u8>, Vec<u8>)>,
+    ) -> anyhow::Result<Seal> {
+        let seal = Seal {
+            entries: self.entries,
+            bytes: self.bytes,
+            digest: self.chain.digest_so_far()?,
+        };
+        let (path, data) = mark(&seal)?;
+        self.write_unchained(&path, &data)?;
+        self.out.flush().context("flushing the stream")?;
+        Ok(seal)
+    }
+
     /// Ends the entry chain and writes the last entry, which vouches for it and is not part of
     /// it: `last` gets the [`Seal`] and returns that entry's path and data. Then the end-of-archive
     /// blocks, a flush, and the output back.
@@ -96,13 +114,18 @@ impl<W: Write> TarWriter<W> {
             digest: std::mem::take(&mut self.chain).finish()?,
         };
         let (path, data) = last(&seal)?;
-        let header = simple_header(&path, EntryType::Regular, data.len() as u64);
-        self.out.write_all(header.as_bytes())?;
-        self.out.write_all(&data)?;
-        self.write_padding(data.len() as u64)?;
+        self.write_unchained(&path, &data)?;
         self.out.write_all(&[0; 2 * BLOCK as usize])?;
         self.out.flush().context("flushing the stream")?;
         Ok((self.out, seal))
+    }
+
+    /// A small regular file entry outside the chain (a seal or the trailer).
+    fn write_unchained(&mut self, path: &[u8], data: &[u8]) -> std::io::Result<()> {
+        let header = simple_header(path, EntryType::Regular, data.len() as u64);
+        self.out.write_all(header.as_bytes())?;
+        self.out.write_all(data)?;
+        self.write_padding(data.len() as u64)
     }
 
     fn write_padding(&mut self, len: u64) -> std::io::Result<()> {
