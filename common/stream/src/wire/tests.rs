@@ -52,6 +52,7 @@ fn read_all(stream: &[u8]) -> anyhow::Result<Vec<(Entry, Vec<u8>)>> {
             }
             Next::End { seal, data } if data == seal_text(&seal) => return Ok(out),
             Next::End { .. } => anyhow::bail!("the seal does not match the entries"),
+            Next::Interim { .. } => anyhow::bail!("an interim seal without with_interim"),
         }
     }
 }
