@@ -48,6 +48,94 @@ pub fn dump(
     Err(failure("dump", container, &images.join("dump.log"), &log))
 }
 
+/// A lazy dump ([`dump_lazy`]) whose images are written: CRIU now serves the lazy memory on
+/// `pages` until the session ends, the tasks held (frozen, cut) meanwhile.
+pub struct LazyDump {
+    pub pages: crate::lazy::PageSource,
+    child: std::process::Child,
+    container: Container,
+    images: PathBuf,
+    log: PathBuf,
+}
+
+impl LazyDump {
+    /// Ends the page-server session (every page pulled) and waits for CRIU to finish the dump.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let closed = self.pages.close();
+        let status = wait_unstuck(self.child, &self.images, Some(LAZY_END_TIMEOUT))?;
+        closed?;
+        match status {
+            Some(s) if s.success() => Ok(()),
+            _ => Err(failure(
+                "dump",
+                &self.container,
+                &self.images.join("dump.log"),
+                &self.log,
+            )),
+        }
+    }
+
+    /// Gives the dump up (the pages were not all pulled): CRIU sees the session end, and ends
+    /// the dump leaving the tasks as they are.
+    pub fn abandon(self) {
+        drop(self.pages);
+        let _ = wait_unstuck(self.child, &self.images, Some(LAZY_END_TIMEOUT));
+    }
+}
+
+/// How long CRIU may take to end a lazy dump once its page-server session ended.
+const LAZY_END_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Like [`dump`], with CRIU's `lazy-pages`: the images leave out the memory that can follow
+/// later, which CRIU then serves on a socket pair. Returns once the images are written (CRIU's
+/// post-dump action ran: with `hold_script` the network is cut by then) and CRIU waits with the
+/// pages; `mark` is a path of ours the action creates to say so.
+pub fn dump_lazy(
+    container: &Container,
+    images: &Path,
+    hold_script: &Path,
+    extra: &[String],
+    mark: &Path,
+) -> anyhow::Result<LazyDump> {
+    let (ours, criu_end) =
+        std::os::unix::net::UnixStream::pair().context("creating a socket pair")?;
+    rustix::io::fcntl_setfd(&criu_end, rustix::io::FdFlags::empty())
+        .context("passing a socket to CRIU")?;
+    let mut options: Vec<String> = DUMP_OPTIONS.iter().map(|o| o.to_string()).collect();
+    options.push(format!("action-script {}", hold_script.display()));
+    options.push("lazy-pages".into());
+    options.push(format!(
+        "ps-socket {}",
+        std::os::fd::AsRawFd::as_raw_fd(&criu_end)
+    ));
+    options.extend(extra.iter().cloned());
+    let options = OptionsFile::new(&options)?;
+    let log = images.join("lxc-checkpoint.log");
+    let mut child = lxc_checkpoint(container, images, &options, &log)?
+        .env(crate::hold::POST_DUMP_MARK_ENV, mark)
+        .spawn()
+        .context("running lxc-checkpoint (is LXC installed?)")?;
+    drop(criu_end);
+    loop {
+        if mark.exists() {
+            break;
+        }
+        if child.try_wait()?.is_some() {
+            return Err(failure("dump", container, &images.join("dump.log"), &log));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let root = container.load_config()?.root_ids();
+    crate::images::grant(images, root)?;
+    Ok(LazyDump {
+        pages: crate::lazy::PageSource::new(ours),
+        child,
+        container: container.clone(),
+        images: images.to_path_buf(),
+        log,
+    })
+}
+
 /// How long CRIU helpers may sit stopped (their main process killed) before they are reaped.
 const STUCK_GRACE: Duration = Duration::from_secs(3);
 
@@ -156,6 +244,27 @@ pub fn restore(
         }
     }
     Err(failed.unwrap_or_else(|| anyhow::anyhow!("no restore was tried")))
+}
+
+/// [`restore`] of a lazy dump: the restored tasks get their lazy memory from a `criu lazy-pages`
+/// daemon already running on `images` (see [`crate::lazy`]). One attempt, in the mount mode the
+/// images suggest: a failed attempt has used the daemon up.
+pub fn restore_lazy(
+    container: &Container,
+    images: &Path,
+    extra: &[String],
+    timeout: Duration,
+    hook: Option<&Path>,
+) -> anyhow::Result<MountMode> {
+    let mode = match extra.iter().any(|o| o.trim() == "mntns-compat-mode") {
+        true => MountMode::MntnsCompatMode,
+        false => MountMode::order(images)[0],
+    };
+    let mut options = vec!["lazy-pages".to_string()];
+    options.extend(extra.iter().cloned());
+    restore_in(container, images, &options, timeout, hook, mode)
+        .map(|()| mode)
+        .map_err(|failed| failed.error)
 }
 
 /// A failed restore attempt, and whether CRIU failed on mounts.

@@ -37,8 +37,16 @@ pub fn action_script(action: &str) -> anyhow::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("CRIU ran the post-dump script without {INIT_PID_ENV}"))?;
-    cut(pid)
+    cut(pid)?;
+    // A lazy dump goes on to serve pages: tell ckpt-dump the images are complete.
+    if let Some(mark) = std::env::var_os(POST_DUMP_MARK_ENV) {
+        std::fs::write(&mark, b"").context("marking the end of the images")?;
+    }
+    Ok(())
 }
+
+/// A file the post-dump action creates once the images are written and the network is cut.
+pub const POST_DUMP_MARK_ENV: &str = "CKPT_POST_DUMP_MARK";
 
 /// Cuts the network of the namespace `pid` is in: every packet in or out is dropped (IPv4 and,
 /// where the kernel has it, IPv6). A process in this process's own namespace is left alone:

@@ -11,6 +11,7 @@ pub mod freezer;
 pub mod hold;
 pub mod host;
 pub mod images;
+pub mod lazy;
 pub mod leases;
 pub mod lxc;
 pub mod procs;

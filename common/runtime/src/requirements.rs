@@ -183,6 +183,33 @@ fn first_outside(tasks: &[(u32, u32)], init: u32) -> Option<u32> {
         .map(|(pid, _)| *pid)
 }
 
+/// The pipe size CRIU's lazy dump asks for (its page pipes grow to 4 MiB).
+pub const LAZY_PIPE_SIZE: u64 = 4 << 20;
+
+/// Where the kernel keeps the largest pipe an unprivileged process may ask for.
+const PIPE_MAX_SIZE: &str = "/proc/sys/fs/pipe-max-size";
+
+/// What `ckpt-dump --lazy` needs beyond [`check_dump`]: CRIU's page pipes of [`LAZY_PIPE_SIZE`],
+/// which without CAP_SYS_RESOURCE only `fs.pipe-max-size` allows (CRIU ignores the refusal and
+/// fails later with `page-pipe: splice: -1: Bad file descriptor`).
+pub fn check_lazy() -> anyhow::Result<()> {
+    if has_cap(CAP_SYS_RESOURCE) {
+        return Ok(());
+    }
+    let max: u64 = std::fs::read_to_string(PIPE_MAX_SIZE)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if max < LAZY_PIPE_SIZE {
+        anyhow::bail!(
+            "--lazy needs pipes of {LAZY_PIPE_SIZE} bytes for CRIU's page server, and this host \
+             allows {max} (fs.pipe-max-size) to a process without CAP_SYS_RESOURCE, as ckpt-dump \
+             is here: raise it with `sysctl -w fs.pipe-max-size={LAZY_PIPE_SIZE}`"
+        );
+    }
+    Ok(())
+}
+
 /// Whether this process has capability `bit` in its effective set.
 fn has_cap(bit: u32) -> bool {
     own_status("CapEff")

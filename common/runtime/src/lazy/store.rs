@@ -1,0 +1,203 @@
+//! The destination's pages in transit: filled from the stream as they arrive, usable once a seal
+//! vouched for them, handed to CRIU's lazy-pages daemon when it asks, and let go once handed over.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::PAGE_SIZE;
+
+/// Pages by process and address, shared by the thread that reads the stream and the one that
+/// answers the lazy-pages daemon.
+#[derive(Default)]
+pub struct PageStore {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Runs of pages by pid, then start address.
+    runs: HashMap<u32, BTreeMap<u64, Run>>,
+    /// Runs added since the last seal: not usable yet.
+    unsealed: Vec<(u32, u64)>,
+    /// Every page arrived and was vouched for.
+    complete: bool,
+    /// Why no more pages will come.
+    failed: Option<String>,
+    /// Bytes held now.
+    held: u64,
+}
+
+struct Run {
+    /// Bytes of the run, also once its data is let go.
+    size: u64,
+    data: Arc<Vec<u8>>,
+    sealed: bool,
+    /// Pages not handed over yet; the data is let go at zero.
+    left: u64,
+}
+
+/// Pages handed over: `len` bytes of `data` from `at`.
+pub struct Pages {
+    pub data: Arc<Vec<u8>>,
+    pub at: usize,
+    pub len: usize,
+}
+
+impl Pages {
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.at..self.at + self.len]
+    }
+}
+
+impl PageStore {
+    pub fn new() -> PageStore {
+        PageStore::default()
+    }
+
+    /// A run of whole pages arrived (not usable before [`PageStore::seal`]).
+    pub fn add(&self, pid: u32, vaddr: u64, data: Vec<u8>) {
+        let mut state = self.lock();
+        state.held += data.len() as u64;
+        let run = Run {
+            size: data.len() as u64,
+            left: data.len() as u64 / PAGE_SIZE,
+            data: Arc::new(data),
+            sealed: false,
+        };
+        state.runs.entry(pid).or_default().insert(vaddr, run);
+        state.unsealed.push((pid, vaddr));
+    }
+
+    /// Every run added so far is vouched for.
+    pub fn seal(&self) {
+        let mut state = self.lock();
+        for (pid, vaddr) in std::mem::take(&mut state.unsealed) {
+            if let Some(run) = state.runs.get_mut(&pid).and_then(|r| r.get_mut(&vaddr)) {
+                run.sealed = true;
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Every page arrived and is vouched for (the stream's trailer checked).
+    pub fn complete(&self) {
+        self.seal();
+        self.lock().complete = true;
+        self.changed.notify_all();
+    }
+
+    /// No more pages will come: whoever waits for one fails with `why`.
+    pub fn fail(&self, why: String) {
+        self.lock().failed.get_or_insert(why);
+        self.changed.notify_all();
+    }
+
+    /// Waits for up to `pages` pages of `pid` at `vaddr` (fewer where a run ends), sealed, and
+    /// hands them over: each page is handed over once, and let go then.
+    pub fn take(&self, pid: u32, vaddr: u64, pages: u64) -> anyhow::Result<Pages> {
+        let mut state = self.lock();
+        loop {
+            if let Some(pages) = state.take_sealed(pid, vaddr, pages)? {
+                return Ok(pages);
+            }
+            if let Some(why) = &state.failed {
+                anyhow::bail!("{why}");
+            }
+            if state.complete {
+                anyhow::bail!(
+                    "CRIU asked for pages the stream does not hold (pid {pid} at {vaddr:#x})"
+                );
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Bytes of page data held now (arrived, not yet handed over).
+    pub fn held(&self) -> u64 {
+        self.lock().held
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn take_sealed(&mut self, pid: u32, vaddr: u64, pages: u64) -> anyhow::Result<Option<Pages>> {
+        let Some(runs) = self.runs.get_mut(&pid) else {
+            return Ok(None);
+        };
+        let Some((&start, run)) = runs.range_mut(..=vaddr).next_back() else {
+            return Ok(None);
+        };
+        let at = vaddr - start;
+        if at >= run.size || !run.sealed {
+            return Ok(None);
+        }
+        if run.left == 0 {
+            anyhow::bail!("CRIU asked twice for pages of pid {pid} at {vaddr:#x}");
+        }
+        let len = (run.size - at).min(pages * PAGE_SIZE);
+        let handed = Pages {
+            data: Arc::clone(&run.data),
+            at: at as usize,
+            len: len as usize,
+        };
+        run.left = run.left.saturating_sub(len / PAGE_SIZE);
+        if run.left == 0 {
+            // The Arc handed out keeps the bytes until they are sent.
+            run.data = Arc::new(Vec::new());
+            self.held -= run.size;
+        }
+        Ok(Some(handed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages(n: u64, byte: u8) -> Vec<u8> {
+        vec![byte; (n * PAGE_SIZE) as usize]
+    }
+
+    #[test]
+    fn pages_are_handed_over_once_sealed_and_let_go_after() {
+        let store = Arc::new(PageStore::new());
+        store.add(7, 0x10000, pages(4, 1));
+        let waiter = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.take(7, 0x11000, 8).map(|p| (p.len, p.bytes()[0])))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "handed over before the seal");
+        store.seal();
+        assert_eq!(waiter.join().unwrap().unwrap(), (3 * PAGE_SIZE as usize, 1));
+        assert_eq!(store.held(), 4 * PAGE_SIZE);
+        assert_eq!(store.take(7, 0x10000, 1).unwrap().len, PAGE_SIZE as usize);
+        assert_eq!(store.held(), 0);
+        assert!(
+            store.take(7, 0x10000, 1).is_err(),
+            "a page handed over twice"
+        );
+    }
+
+    #[test]
+    fn a_failed_or_complete_stream_ends_the_wait() {
+        let store = Arc::new(PageStore::new());
+        let waiter = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.take(1, 0x1000, 1).map(|_| ()))
+        };
+        store.fail("the stream broke".into());
+        let err = waiter.join().unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "the stream broke");
+        let store = PageStore::new();
+        store.add(1, 0x1000, pages(1, 2));
+        store.complete();
+        assert_eq!(store.take(1, 0x1000, 1).unwrap().bytes()[0], 2);
+        assert!(store.take(1, 0x9000, 1).is_err());
+    }
+}
