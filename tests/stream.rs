@@ -1273,7 +1273,7 @@ fn chain_digest(stream: &[u8]) -> String {
     let mut reader = ckpt_stream::wire::TarReader::new(stream, b"trailer.json");
     loop {
         match reader.next_entry().unwrap() {
-            ckpt_stream::wire::Next::Entry(_) => {}
+            ckpt_stream::wire::Next::Entry(_) | ckpt_stream::wire::Next::Interim { .. } => {}
             ckpt_stream::wire::Next::End { seal, .. } => {
                 return format!("blake3:{}", seal.digest.to_hex())
             }

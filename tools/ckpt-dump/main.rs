@@ -56,6 +56,10 @@ struct Cli {
     /// the source copy on success, restore it here on failure or EOF.
     #[arg(long, value_name = "FILE")]
     ack: Option<PathBuf>,
+    /// Post-copy: freeze only for CRIU's dump without the memory and the restore; the memory
+    /// follows while the container already runs on the destination. Needs --ack.
+    #[arg(long, requires = "ack", conflicts_with_all = ["leave_running", "keep"])]
+    lazy: bool,
     #[command(flatten)]
     criu: CriuOptions,
     #[command(flatten)]
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         stats: cli.stats,
         keep: cli.keep,
         ack: cli.ack,
+        lazy: cli.lazy,
         criu_options: cli.criu.criu_options,
         output: cli.output.output,
         key: cli.key.key,

@@ -52,8 +52,12 @@ pub struct RestoreResult {
 pub struct RestoreTimings {
     /// Start until the trailer verified (the whole stream received and unpacked).
     pub unpack: u64,
-    /// Trailer verified until the container was RUNNING: the receiver's share of the downtime.
+    /// Trailer verified (with --lazy: the images' seal) until the container was RUNNING: the
+    /// receiver's share of the downtime.
     pub restore: u64,
+    /// Post-copy: start until every page of memory was in the restored tasks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory: u64,
     pub total: u64,
 }
 
@@ -62,6 +66,10 @@ pub struct RestoreTimings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CopiedLine {
     pub copied: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// ckpt-restore's side: tells the sender the live copy (`entries` entries) is unpacked.

@@ -40,6 +40,9 @@ pub struct DumpReport {
     /// Dumps tried again after a passing failure (the container ran on meanwhile).
     pub dump_retries: u32,
     pub criu_dump: Option<DumpStats>,
+    /// Post-copy (--lazy): the memory bytes sent after the images, while the destination ran.
+    pub lazy: bool,
+    pub memory_bytes: u64,
     /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
     /// (known only with --ack, from the receiver's result line).
     pub downtime_ms: Option<u64>,
@@ -76,7 +79,10 @@ pub struct DumpPhases {
     /// Waiting, after the copy, for the receiver to have unpacked it (with --ack).
     pub receiver_catch_up: u64,
     pub checkpoint: u64,
+    /// The stream after the freeze (with --lazy: up to the seal of the images).
     pub stream: u64,
+    /// With --lazy: pulling the memory from CRIU into the stream, while the destination runs.
+    pub memory: u64,
     pub ack_wait: u64,
     pub total: u64,
 }

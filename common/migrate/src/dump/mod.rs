@@ -16,6 +16,7 @@ use ckpt_runtime::freezer::{self, Freezer};
 use ckpt_runtime::lxc::Container;
 use ckpt_runtime::{checkpoint, hold};
 use ckpt_stream::error::one_line;
+use ckpt_stream::format::MemoryRange;
 use ckpt_stream::io::open_output;
 use ckpt_stream::{
     close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts, Progress,
@@ -48,6 +49,9 @@ pub struct DumpConfig {
     pub keep: Option<PathBuf>,
     /// Wait for ckpt-restore's result line on this file (a fifo, /dev/fd/N) after the stream.
     pub ack: Option<PathBuf>,
+    /// Post-copy: the memory follows the images while the destination already runs the
+    /// container (with `ack`, not with `leave_running`).
+    pub lazy: bool,
     /// The user's own CRIU dump options (lines of a CRIU config file).
     pub criu_options: Vec<String>,
     pub output: Option<PathBuf>,
@@ -99,6 +103,16 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     // Everything that can be refused is refused before the container is touched.
     ckpt_runtime::fixtty::ensure_checkpointable(&container)?;
     ckpt_runtime::requirements::check_dump(&container)?;
+    if cfg.lazy {
+        if cfg.ack.is_none() || cfg.leave_running {
+            return Err(ckpt_stream::error::usage(
+                "--lazy needs --ack (the source is ended only once all memory arrived) and \
+                 cannot take --leave-running",
+            ));
+        }
+        ckpt_runtime::requirements::check_lazy()?;
+    }
+    report.lazy = cfg.lazy;
     let freezer = Freezer::of(&container)
         .with_context(|| format!("cannot find the freezer cgroup of {}", container.name))?;
     let hold_script = match cfg.leave_running {
@@ -132,6 +146,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     let wire = Progress::hidden();
     let live = parts.rootfs.as_deref().filter(|_| cfg.precopy);
     manifest.await_copy = live.is_some() && ack.is_some();
+    manifest.lazy = cfg.lazy;
     let precopied = open_stream(wire.writer(out), &manifest, cfg.compression, key, &progress)
         .and_then(|mut stream| {
             let copy = live
@@ -170,30 +185,40 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     guard.phase(phase::DUMPING)?;
-    let dumped = dump_held(
-        &container,
-        &freezer,
-        work.path(),
-        hold_script.as_deref(),
-        &options,
-        report,
-    );
-    if let Err(err) = dumped {
-        progress.finish();
-        let resumed = hold::resume(&container);
-        guard.done()?;
-        return Err(match resumed {
-            Ok(()) => err.context(format!("{} was resumed and runs on here", container.name)),
-            Err(e) => err.context(format!("resuming {} failed too: {e:#}", container.name)),
-        });
-    }
+    let mark = tempfile::tempdir()?;
+    let mark = mark.path().join("post-dump");
+    let dumped = dump_held(&container, &freezer, work.path(), report, || {
+        match (cfg.lazy, hold_script.as_deref()) {
+            (true, Some(script)) => {
+                let _ = std::fs::remove_file(&mark);
+                checkpoint::dump_lazy(&container, work.path(), script, &options, &mark).map(Some)
+            }
+            (_, script) => {
+                checkpoint::dump(&container, work.path(), script, &options).map(|()| None)
+            }
+        }
+    });
+    let lazy = match dumped {
+        Ok(lazy) => lazy,
+        Err(err) => {
+            progress.finish();
+            let resumed = hold::resume(&container);
+            guard.done()?;
+            return Err(match resumed {
+                Ok(()) => err.context(format!("{} was resumed and runs on here", container.name)),
+                Err(e) => err.context(format!("resuming {} failed too: {e:#}", container.name)),
+            });
+        }
+    };
     guard.phase(if cfg.leave_running {
         phase::SNAPSHOT
     } else {
         phase::STREAMING
     })?;
     report.phases_ms.checkpoint = ms(t.elapsed());
-    report.criu_dump = ckpt_runtime::criu::dump_stats(work.path());
+    if lazy.is_none() {
+        report.criu_dump = ckpt_runtime::criu::dump_stats(work.path());
+    }
     if let Err(e) = ckpt_runtime::cgroups2::record(&container, work.path()) {
         note(false, TOOL, &format!("warning: {}: {e:#}", container.name));
     }
@@ -217,12 +242,18 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         }
     };
     let streamed = send_after_freeze(&mut stream, &parts, copy.as_ref(), report, rootfs_sent)
+        .and_then(|()| match lazy {
+            Some(dump) => send_memory(&mut stream, dump, work.path(), report, t),
+            None => Ok(()),
+        })
         .and_then(|()| {
             let frozen_bytes = stream.bytes() - precopy_bytes;
             close_stream(stream).map(|trailer| (trailer, frozen_bytes))
         });
     progress.finish();
-    report.phases_ms.stream = ms(t.elapsed());
+    if !cfg.lazy {
+        report.phases_ms.stream = ms(t.elapsed());
+    }
     release_stdout();
     let (trailer, frozen_bytes) = match streamed {
         Ok(streamed) => streamed,
@@ -319,25 +350,22 @@ fn criu_options(container: &Container, cfg: &DumpConfig, report: &mut DumpReport
 /// How many times a dump that failed on a passing condition is tried.
 const DUMP_ATTEMPTS: u32 = 3;
 
-/// Freezes the container and dumps it, held (with `hold_script`) or not. A dump that failed on a
+/// Freezes the container and dumps it with `dump` (into `images`). A dump that failed on a
 /// passing condition (see [`ckpt_runtime::criu::is_transient_dump_error`]) leaves the container
 /// running: it is resumed, the work dir emptied, and the dump tried again, [`DUMP_ATTEMPTS`] times
 /// in all. On failure the container is frozen still: the caller resumes it.
-fn dump_held(
+fn dump_held<T>(
     container: &Container,
     freezer: &Freezer,
     images: &std::path::Path,
-    hold_script: Option<&std::path::Path>,
-    options: &[String],
     report: &mut DumpReport,
-) -> anyhow::Result<()> {
+    mut dump: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let mut attempt = 1;
     loop {
-        let dumped = freezer
-            .freeze()
-            .and_then(|()| checkpoint::dump(container, images, hold_script, options));
+        let dumped = freezer.freeze().and_then(|()| dump());
         let err = match dumped {
-            Ok(()) => return Ok(()),
+            Ok(done) => return Ok(done),
             Err(err) => err,
         };
         let transient = ckpt_runtime::criu::is_transient_dump_error(&format!("{err:#}"));
@@ -417,6 +445,65 @@ fn send_after_freeze<W: std::io::Write>(
         stream.add_tree("images", images, &[])?;
     }
     Ok(())
+}
+
+/// Memory entries of at most this many pages (4 MiB).
+const MEMORY_ENTRY_PAGES: u64 = 1024;
+/// A seal after at most this many bytes of memory: the receiver uses pages only once sealed.
+const SEAL_EVERY: u64 = 32 << 20;
+
+/// Post-copy: seals what was sent (the receiver restores from it), then pulls every lazy page
+/// from CRIU into the stream, sealed in runs, and ends CRIU's dump (the tasks stay held).
+fn send_memory<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    mut dump: checkpoint::LazyDump,
+    images: &std::path::Path,
+    report: &mut DumpReport,
+    since: Instant,
+) -> anyhow::Result<()> {
+    let sealed = stream.seal();
+    report.phases_ms.stream = ms(since.elapsed());
+    report.phase = "memory".into();
+    let t = Instant::now();
+    let pulled = sealed.and_then(|_| pull_memory(stream, &mut dump.pages, images));
+    let pulled = match pulled {
+        Ok(bytes) => dump.finish().map(|()| bytes),
+        Err(err) => {
+            dump.abandon();
+            Err(err)
+        }
+    };
+    report.phases_ms.memory = ms(t.elapsed());
+    report.criu_dump = ckpt_runtime::criu::dump_stats(images);
+    report.memory_bytes = pulled?;
+    Ok(())
+}
+
+/// Every lazy page of the dump in `images`, from `pages` into `stream`; returns the bytes sent.
+fn pull_memory<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    pages: &mut ckpt_runtime::lazy::PageSource,
+    images: &std::path::Path,
+) -> anyhow::Result<u64> {
+    let (mut sent, mut unsealed) = (0u64, 0u64);
+    for range in ckpt_runtime::lazy::lazy_ranges(images)? {
+        pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
+            let size = piece.pages * ckpt_runtime::lazy::PAGE_SIZE;
+            let at = MemoryRange {
+                pid: piece.pid,
+                vaddr: piece.vaddr,
+            };
+            stream.add_memory(at, size, data)?;
+            sent += size;
+            unsealed += size;
+            if unsealed >= SEAL_EVERY {
+                stream.seal()?;
+                unsealed = 0;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(sent)
 }
 
 /// The destination has the container: end the held source copy, and with `destroy` (--ack: the

@@ -2,6 +2,7 @@
 //! restores it running; on any failure LXCPATH is left exactly as it was. Prints one JSON result
 //! line on stdout either way (ckpt-dump --ack reads it).
 
+mod lazy;
 mod rescue;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,9 @@ use ckpt_runtime::lxc::{default_lxcpath, Config, Container};
 use ckpt_stream::error::one_line;
 use ckpt_stream::format::RootfsMode;
 use ckpt_stream::io::open_input;
-use ckpt_stream::{note, unpack_into, verify, Key, Manifest, Progress, StagingDir, StreamReader};
+use ckpt_stream::{
+    note, unpack_into, unpack_sealed, verify, Key, Manifest, Progress, StagingDir, StreamReader,
+};
 
 use crate::ack::{self, RestoreResult, RestoreTimings, State};
 use crate::guard::{journal, Guard};
@@ -188,13 +191,20 @@ fn restore(
     reader.start_threads();
     guard.phase(UNPACKING)?;
     let await_copy = manifest.await_copy;
-    let trailer = unpack_into(&mut reader, staging.path(), &mut |copied| {
+    let mut on_copied = |copied: &ckpt_stream::format::Copied| {
         if await_copy {
             ack::send_copied(copied.entries)?;
         }
         Ok(())
-    })?;
-    progress.finish();
+    };
+    // A lazy stream is restored from its images' seal on; its memory follows.
+    let trailer = match manifest.lazy {
+        true => unpack_sealed(&mut reader, staging.path(), &mut on_copied)?,
+        false => unpack_into(&mut reader, staging.path(), &mut on_copied)?,
+    };
+    if !manifest.lazy {
+        progress.finish();
+    }
     result.timings_ms.unpack = ms(start.elapsed());
     let verified = Instant::now();
 
@@ -204,15 +214,15 @@ fn restore(
     // CRIU runs ckpt-restore itself as its action script, for the cgroup2 directories the
     // images need (see ckpt_runtime::cgroups2).
     let hook = std::env::current_exe().ok();
-    let restored = checkpoint::restore(
-        &container,
-        &images,
-        &cfg.criu_options,
-        cfg.timeout,
-        hook.as_deref(),
-    );
-    let mount_mode = match restored {
-        Ok(mode) => mode,
+    let (options, timeout, hook) = (&cfg.criu_options, cfg.timeout, hook.as_deref());
+    let restored = match manifest.lazy {
+        true => lazy::restore(&container, &images, reader, options, timeout, hook)
+            .map(|(mode, arriving)| (mode, Some(arriving))),
+        false => checkpoint::restore(&container, &images, options, timeout, hook)
+            .map(|mode| (mode, None)),
+    };
+    let (mount_mode, arriving) = match restored {
+        Ok(restored) => restored,
         Err(err) => {
             stop(&container);
             drop(installed);
@@ -220,8 +230,27 @@ fn restore(
             return Err(err);
         }
     };
-    result.state = State::Running;
     result.timings_ms.restore = ms(verified.elapsed());
+    // Post-copy: the container runs; it is ours only once all its memory is in place.
+    let trailer = match arriving.map(lazy::Arriving::complete) {
+        None => trailer,
+        Some(Ok(trailer)) => {
+            progress.finish();
+            result.timings_ms.memory = ms(start.elapsed());
+            trailer
+        }
+        Some(Err(err)) => {
+            progress.finish();
+            stop(&container);
+            drop(installed);
+            guard.done()?;
+            return Err(err.context(format!(
+                "{} ran here before all its memory arrived and was ended again",
+                container.name
+            )));
+        }
+    };
+    result.state = State::Running;
     note(
         cfg.quiet,
         TOOL,
