@@ -194,6 +194,14 @@ fn wait_unstuck(
     }
 }
 
+/// Kills every CRIU process working on `images` (a restore that cannot finish: its lazy memory
+/// will not come); lxc-checkpoint then fails.
+pub fn kill_criu(images: &Path) {
+    for (pid, _, _) in criu_processes(images) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// CRIU processes whose command line names `images`, with their state letter and parent pid.
 fn criu_processes(images: &Path) -> Vec<(rustix::process::Pid, char, u32)> {
     let needle = images.as_os_str().as_encoded_bytes();

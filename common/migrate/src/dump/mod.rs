@@ -258,13 +258,27 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     let (trailer, frozen_bytes) = match streamed {
         Ok(streamed) => streamed,
         Err(err) => {
-            return rollback(
-                cfg,
-                &container,
-                work,
-                guard,
-                err.context("the stream was not delivered"),
-            )
+            let err = err.context("the stream was not delivered");
+            // Post-copy: the destination may run the container already. It ends its copy when
+            // the stream breaks off; resuming ours before it said so would run two.
+            let err = match (report.phase == "memory", ack) {
+                (true, Some(ack)) => match ack::read_result(ack, &container.name) {
+                    // It verified a whole stream (our error came after the last byte): the
+                    // container is there, so ours must go.
+                    Ok(result) => {
+                        end_source(cfg, &container, true)?;
+                        guard.done()?;
+                        work.finish()?;
+                        return Err(err.context(format!(
+                            "yet {} runs on {}, so the source copy was removed",
+                            container.name, result.host
+                        )));
+                    }
+                    Err(heard) => err.context(format!("{heard:#}")),
+                },
+                _ => err,
+            };
+            return rollback(cfg, &container, work, guard, err);
         }
     };
     if !cfg.leave_running {
@@ -486,7 +500,11 @@ fn pull_memory<W: std::io::Write>(
     images: &std::path::Path,
 ) -> anyhow::Result<u64> {
     let (mut sent, mut unsealed) = (0u64, 0u64);
-    for range in ckpt_runtime::lazy::lazy_ranges(images)? {
+    // Small ranges first (stacks, libraries' data, bits of heap: what the restore and the first
+    // instructions touch), the big ones after, each in address order as a scan reads it.
+    let mut ranges = ckpt_runtime::lazy::lazy_ranges(images)?;
+    ranges.sort_by_key(|r| (r.pages, r.pid, r.vaddr));
+    for range in ranges {
         pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
             let size = piece.pages * ckpt_runtime::lazy::PAGE_SIZE;
             let at = MemoryRange {

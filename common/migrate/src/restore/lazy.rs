@@ -71,13 +71,39 @@ pub fn restore(
         daemon,
         store,
     };
-    match checkpoint::restore_lazy(container, images, extra, timeout, hook) {
+    let restored = watch_memory(&arriving.store, images, || {
+        checkpoint::restore_lazy(container, images, extra, timeout, hook)
+    });
+    match restored {
         Ok(mode) => Ok((mode, arriving)),
         Err(err) => {
             arriving.store.fail("the restore failed".into());
-            Err(err)
+            match arriving.store.failure() {
+                Some(why) if why.starts_with("the memory") => Err(err.context(why)),
+                _ => Err(err),
+            }
         }
     }
+}
+
+/// Runs `restore`; if the memory stops coming meanwhile (the restore itself touches lazy pages),
+/// kills CRIU's restore rather than let it wait for pages that will not come.
+fn watch_memory<T>(store: &PageStore, images: &Path, restore: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if store.failed() {
+                    checkpoint::kill_criu(images);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let result = restore();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
 }
 
 impl Arriving {

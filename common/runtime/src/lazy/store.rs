@@ -114,6 +114,16 @@ impl PageStore {
         }
     }
 
+    /// Whether [`PageStore::fail`] was called.
+    pub fn failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
     /// Bytes of page data held now (arrived, not yet handed over).
     pub fn held(&self) -> u64 {
         self.lock().held
