@@ -38,6 +38,10 @@ fn faults() -> Vec<Fault> {
         format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft {middle} | $SSH host2 {remote} $BIN/ckpt-restore -q -P $L2 {restore_args} > /tmp/ft.ack")
     };
     let acked = |middle: &str| acked_with(middle, "", "");
+    // Post-copy, memory uncompressed so that a byte count lands inside it.
+    let lazy = |middle: &str| {
+        format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --lazy --compress none --ack /tmp/ft.ack ft {middle} | $SSH host2 $BIN/ckpt-restore -q -P $L2 > /tmp/ft.ack")
+    };
     let bg = |pipeline: String, trigger: &str| {
         format!("{WAIT_DUMP}{WAIT_RESTORE}( {pipeline} ) & {trigger}; wait; true")
     };
@@ -112,6 +116,28 @@ fn faults() -> Vec<Fault> {
             // rollback, a CRIU restore here, would have failed the same way.
             name: "CRIU restore fails on the destination (and would here)",
             script: acked_with("", "", "--criu-opt lazy-pages"),
+            expect: "host1",
+        },
+        Fault {
+            name: "post-copy: kill -9 ckpt-restore before the container runs",
+            script: bg(lazy(""), "wait_restore restoring; sleep 0.1; kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'"),
+            expect: "host1",
+        },
+        Fault {
+            // The stream stops 40 MB in (inside the 128 MiB of memory, after the images' seal),
+            // for 4 s, then ends: the destination runs the container meanwhile, on part of its
+            // memory, then ends it; only then does the source resume.
+            name: "post-copy: stream cut after the destination runs",
+            script: lazy("| { head -c 40000000; sleep 4; }"),
+            expect: "host1",
+        },
+        Fault {
+            name: "post-copy: kill -9 ckpt-restore while the memory arrives",
+            script: bg(
+                lazy("| { head -c 40000000; sleep 6; cat; }"),
+                "until [ \"$(lxc-info -P $L2 -n ft -sH 2>/dev/null)\" = RUNNING ]; do sleep 0.05; done; \
+                 kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'",
+            ),
             expect: "host1",
         },
         Fault {

@@ -38,6 +38,7 @@ impl Testbed {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        raise_pipe_max_size();
         tb
     }
 
@@ -267,6 +268,33 @@ impl Testbed {
             .filter(|n| !except.contains(&n.as_str()))
             .collect()
     }
+}
+
+/// What post-copy needs of a host whose root lacks CAP_SYS_RESOURCE (as on the CI machines):
+/// CRIU's page pipes of 4 MiB. Raised here, and said so, for every test bed.
+pub const PIPE_MAX_SIZE: u64 = 4 << 20;
+
+/// Raises `fs.pipe-max-size` to [`PIPE_MAX_SIZE`] if it is lower.
+pub fn raise_pipe_max_size() {
+    set_pipe_max_size(PIPE_MAX_SIZE, true);
+}
+
+/// Sets `fs.pipe-max-size` to `size` (only upwards unless `!only_up`); says so when it changes.
+pub fn set_pipe_max_size(size: u64, only_up: bool) {
+    let path = "/proc/sys/fs/pipe-max-size";
+    let now: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if now == size || (only_up && now > size) {
+        return;
+    }
+    std::fs::write(path, size.to_string()).expect("setting fs.pipe-max-size");
+    let why = match size >= PIPE_MAX_SIZE {
+        true => " (post-copy: CRIU's page pipes need 4 MiB when root lacks CAP_SYS_RESOURCE)",
+        false => "",
+    };
+    eprintln!("test bed: fs.pipe-max-size {now} -> {size}{why}");
 }
 
 impl Drop for Testbed {

@@ -85,3 +85,98 @@ pub fn verify(reader: &mut StreamReader) -> anyhow::Result<Trailer> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::format::{Manifest, MemoryRange, PAGE_SIZE};
+    use crate::{Key, StreamWriter};
+
+    fn manifest(lazy: bool) -> Manifest {
+        let json = serde_json::json!({
+            "format": "ckpt", "version": 1, "name": "u1", "lxcpath": "/var/lib/lxc",
+            "host": "h", "kernel": "k", "arch": "x86_64", "ckpt": "0.1.0",
+            "created": "2026-01-01T00:00:00Z", "include": {"rootfs": "none", "images": true},
+            "lazy": lazy
+        });
+        Manifest::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    /// A post-copy stream: container/ and images/, a seal, two runs of memory with a seal
+    /// between them, the trailer.
+    fn lazy_stream(key: &Key, lazy: bool) -> Vec<u8> {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("container")).unwrap();
+        std::fs::write(src.path().join("container/config"), "lxc.uts.name = u1\n").unwrap();
+        std::fs::create_dir_all(src.path().join("images")).unwrap();
+        std::fs::write(src.path().join("images/inventory.img"), "inv").unwrap();
+        let mut w = StreamWriter::new(Vec::new(), &manifest(lazy), Some(key.clone()), 0).unwrap();
+        w.add_tree("container", &src.path().join("container"), &[])
+            .unwrap();
+        w.add_tree("images", &src.path().join("images"), &[])
+            .unwrap();
+        w.seal().unwrap();
+        let pages = vec![7u8; 2 * PAGE_SIZE as usize];
+        let at = |vaddr| MemoryRange { pid: 9, vaddr };
+        w.add_memory(at(0x10000), 2 * PAGE_SIZE, &mut &pages[..])
+            .unwrap();
+        w.seal().unwrap();
+        w.add_memory(at(0x20000), 2 * PAGE_SIZE, &mut &pages[..])
+            .unwrap();
+        w.finish().unwrap().0
+    }
+
+    fn open(stream: Vec<u8>, key: &Key) -> StreamReader {
+        StreamReader::open(Box::new(std::io::Cursor::new(stream)), Some(key.clone())).unwrap()
+    }
+
+    #[test]
+    fn a_lazy_stream_is_unpacked_to_its_seal_then_read_as_sealed_memory() {
+        let key = Key::from_material(&[3u8; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = open(lazy_stream(&key, true), &key);
+        let seal = unpack_sealed(&mut reader, dir.path(), &mut |_| Ok(())).unwrap();
+        assert!(seal.mac.is_some());
+        assert!(dir.path().join("images/inventory.img").is_file());
+        let mut seen = Vec::new();
+        loop {
+            match reader.next_item().unwrap() {
+                Item::Memory { range, size } => {
+                    let mut data = Vec::new();
+                    reader.data().read_to_end(&mut data).unwrap();
+                    assert_eq!(data.len() as u64, size);
+                    seen.push(format!("memory {:x}", range.vaddr));
+                }
+                Item::Seal(_) => seen.push("seal".into()),
+                Item::End(_) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, ["memory 10000", "seal", "memory 20000"]);
+        // Only ckpt-restore takes a lazy stream; ckpt-unpack says so.
+        let mut reader = open(lazy_stream(&key, true), &key);
+        let err = unpack_into(&mut reader, dir.path(), &mut |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("post-copy"), "{err}");
+    }
+
+    #[test]
+    fn altered_memory_fails_at_the_next_seal_and_memory_needs_a_lazy_manifest() {
+        let key = Key::from_material(&[3u8; 32]).unwrap();
+        let mut stream = lazy_stream(&key, true);
+        // The first byte of the first memory run that is 7 (the pages), changed.
+        let at = stream.windows(16).position(|w| w == [7u8; 16]).unwrap();
+        stream[at] = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = open(stream, &key);
+        unpack_sealed(&mut reader, dir.path(), &mut |_| Ok(())).unwrap();
+        assert!(matches!(reader.next_item().unwrap(), Item::Memory { .. }));
+        let err = reader.next_item().unwrap_err();
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+
+        let mut reader = open(lazy_stream(&key, false), &key);
+        let err = verify(&mut reader).unwrap_err();
+        assert!(err.to_string().contains("manifest is not lazy"), "{err}");
+    }
+}
