@@ -135,7 +135,7 @@ fn faults() -> Vec<Fault> {
             name: "post-copy: kill -9 ckpt-restore while the memory arrives",
             script: bg(
                 lazy("| { head -c 40000000; sleep 6; cat; }"),
-                "until [ \"$(lxc-info -P $L2 -n ft -sH 2>/dev/null)\" = RUNNING ]; do sleep 0.05; done; \
+                "for i in $(seq 1200); do [ \"$(lxc-info -P $L2 -n ft -sH 2>/dev/null)\" = RUNNING ] && break; sleep 0.05; done; \
                  kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'",
             ),
             expect: "host1",

@@ -1,7 +1,8 @@
 //! Root end-to-end tests of post-copy (`ckpt-dump --lazy`, issue #15) on the two-host test bed: a
 //! container moves there and back with its memory following after it already runs, its TCP
 //! connection and every page intact (memhog checks all its memory each round); the host
-//! requirement is refused before anything is frozen.
+//! requirement is refused before anything is frozen, and without it a stop-and-copy migration
+//! keeps the memory in the images (with it, the memory is streamed from CRIU's page server).
 
 mod util;
 
@@ -23,6 +24,11 @@ fn start(tb: &Testbed, c: &Container) {
 /// `ckpt-dump --lazy` from `from` to `to`, with --ack through the same ssh session; returns the
 /// sender's stats.
 fn move_lazy(tb: &Testbed, from: &str, to: &str) -> serde_json::Value {
+    move_with(tb, from, to, "--lazy")
+}
+
+/// `ckpt-dump OPTIONS --ack` from `from` to `to`; returns the sender's stats.
+fn move_with(tb: &Testbed, from: &str, to: &str, options: &str) -> serde_json::Value {
     let (lfrom, lto) = match from {
         "host1" => ("$L1", "$L2"),
         _ => ("$L2", "$L1"),
@@ -30,7 +36,7 @@ fn move_lazy(tb: &Testbed, from: &str, to: &str) -> serde_json::Value {
     let stats = format!("/var/lib/{PREFIX}/{from}.stats");
     let script = format!(
         "rm -f /tmp/{PREFIX}.ack; mkfifo /tmp/{PREFIX}.ack; \
-         $BIN/ckpt-dump --lazy -P {lfrom} --ack /tmp/{PREFIX}.ack --stats {stats} {NAME} \
+         $BIN/ckpt-dump {options} -P {lfrom} --ack /tmp/{PREFIX}.ack --stats {stats} {NAME} \
          | $SSH {to} $BIN/ckpt-restore -P {lto} > /tmp/{PREFIX}.ack"
     );
     let run = tb.sh(from, &script).expect_code(0);
@@ -45,7 +51,7 @@ fn move_lazy(tb: &Testbed, from: &str, to: &str) -> serde_json::Value {
 /// The move was post-copy: the memory went after the images, the receiver ran the container
 /// before it had it all, and reported only once it had.
 fn assert_post_copy(stats: &serde_json::Value) {
-    assert_eq!(stats["lazy"], true, "{stats}");
+    assert_eq!(stats["memory"], "post-copy", "{stats}");
     let memory = stats["memory_bytes"].as_u64().unwrap();
     assert!(
         memory >= MEM_MIB << 20,
@@ -107,7 +113,6 @@ fn post_copy_there_and_back_keeps_every_page_and_a_tcp_connection() {
                  $BIN/ckpt-dump --lazy --ack /tmp/{PREFIX}.none -P $L1 -o /dev/null {NAME}"
             ),
         );
-        raise_pipe_max_size();
         let refused = refused.one_line_error("sysctl -w fs.pipe-max-size=4194304");
         assert_eq!(refused.code(), Some(1), "{}", refused.stderr_str());
         assert_eq!(tb.state("host1", NAME), "RUNNING");
@@ -116,6 +121,17 @@ fn post_copy_there_and_back_keeps_every_page_and_a_tcp_connection() {
             pid,
             "the container was touched"
         );
+        // A stop-and-copy migration then keeps the memory in the CRIU images, as before; with
+        // the pipes it needs, it streams the memory from CRIU's page server.
+        let before = tb.workload("host1", &c).before();
+        let stats = move_with(&tb, "host1", "host2", "");
+        raise_pipe_max_size();
+        assert_eq!(stats["memory"], "images", "{stats}");
+        assert_moved(&tb, "host2", &c, &before);
+        let before = tb.workload("host2", &c).before();
+        let stats = move_with(&tb, "host2", "host1", "");
+        assert_eq!(stats["memory"], "streamed", "{stats}");
+        assert_moved(&tb, "host1", &c, &before);
     } else {
         eprintln!("lazy: this root has CAP_SYS_RESOURCE: the pipe-max-size refusal does not apply");
     }

@@ -40,8 +40,9 @@ pub struct DumpReport {
     /// Dumps tried again after a passing failure (the container ran on meanwhile).
     pub dump_retries: u32,
     pub criu_dump: Option<DumpStats>,
-    /// Post-copy (--lazy): the memory bytes sent after the images, while the destination ran.
-    pub lazy: bool,
+    /// Where the memory went: in the images, streamed after them, or post-copy (--lazy).
+    pub memory: ckpt_stream::format::MemoryMode,
+    /// Memory bytes sent after the images (streamed or post-copy).
     pub memory_bytes: u64,
     /// Freeze to running on the destination: checkpoint + stream + the receiver's restore phase
     /// (known only with --ack, from the receiver's result line).
@@ -81,7 +82,8 @@ pub struct DumpPhases {
     pub checkpoint: u64,
     /// The stream after the freeze (with --lazy: up to the seal of the images).
     pub stream: u64,
-    /// With --lazy: pulling the memory from CRIU into the stream, while the destination runs.
+    /// With --lazy: pulling the memory from CRIU into the stream, while the destination runs
+    /// (streamed stop-and-copy: the part of `stream` that did).
     pub memory: u64,
     pub ack_wait: u64,
     pub total: u64,

@@ -229,11 +229,7 @@ pub fn restore(
     timeout: Duration,
     hook: Option<&Path>,
 ) -> anyhow::Result<MountMode> {
-    let chosen_by_user = extra.iter().any(|o| o.trim() == "mntns-compat-mode");
-    let modes = match chosen_by_user {
-        true => vec![MountMode::MntnsCompatMode],
-        false => MountMode::order(images).to_vec(),
-    };
+    let modes = restore_modes(images, extra);
     let mut failed = None;
     for mode in modes {
         if failed.is_some() {
@@ -254,31 +250,35 @@ pub fn restore(
     Err(failed.unwrap_or_else(|| anyhow::anyhow!("no restore was tried")))
 }
 
-/// [`restore`] of a lazy dump: the restored tasks get their lazy memory from a `criu lazy-pages`
-/// daemon already running on `images` (see [`crate::lazy`]). One attempt, in the mount mode the
-/// images suggest: a failed attempt has used the daemon up.
+/// The mount modes to try for `images`, best guess first (only the compat mode when the user's
+/// `extra` options ask for it).
+pub fn restore_modes(images: &Path, extra: &[String]) -> Vec<MountMode> {
+    match extra.iter().any(|o| o.trim() == "mntns-compat-mode") {
+        true => vec![MountMode::MntnsCompatMode],
+        false => MountMode::order(images).to_vec(),
+    }
+}
+
+/// One attempt of [`restore`] in mount mode `mode` for images whose lazy memory comes from a
+/// `criu lazy-pages` daemon already running on `images` (see [`crate::lazy`]); an attempt uses
+/// the daemon up.
 pub fn restore_lazy(
     container: &Container,
     images: &Path,
     extra: &[String],
     timeout: Duration,
     hook: Option<&Path>,
-) -> anyhow::Result<MountMode> {
-    let mode = match extra.iter().any(|o| o.trim() == "mntns-compat-mode") {
-        true => MountMode::MntnsCompatMode,
-        false => MountMode::order(images)[0],
-    };
+    mode: MountMode,
+) -> Result<(), Failed> {
     let mut options = vec!["lazy-pages".to_string()];
     options.extend(extra.iter().cloned());
     restore_in(container, images, &options, timeout, hook, mode)
-        .map(|()| mode)
-        .map_err(|failed| failed.error)
 }
 
-/// A failed restore attempt, and whether CRIU failed on mounts.
-struct Failed {
-    error: anyhow::Error,
-    mounts: bool,
+/// A failed restore attempt, and whether CRIU failed on mounts (worth trying the other mode).
+pub struct Failed {
+    pub error: anyhow::Error,
+    pub mounts: bool,
 }
 
 /// One restore attempt in mount mode `mode`.

@@ -89,7 +89,7 @@ mod tests {
             },
             cpu_flags: vec!["sse2".into(), "avx2".into()],
             await_copy: false,
-            lazy: false,
+            memory: Default::default(),
         }
     }
 

@@ -74,7 +74,7 @@ pub fn manifest(name: &str, lxcpath: &str, include: Include) -> Manifest {
         include,
         cpu_flags: cpu_flags(),
         await_copy: false,
-        lazy: false,
+        memory: Default::default(),
     }
 }
 

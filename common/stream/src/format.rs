@@ -61,10 +61,30 @@ pub struct Manifest {
     /// `--ack` channel carries it back), so that the receiver has caught up with the live copy.
     #[serde(default)]
     pub await_copy: bool,
-    /// Post-copy (`ckpt-dump --lazy`): the images carry no lazy memory; it follows them as
-    /// `memory/` entries, after a seal, while the receiver already runs the container.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub lazy: bool,
+    /// Where the container's memory is: in the images, or after them as `memory/` entries.
+    #[serde(default, skip_serializing_if = "MemoryMode::in_images")]
+    pub memory: MemoryMode,
+}
+
+/// Where a stream carries the memory of the checkpointed processes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryMode {
+    /// In the CRIU images (pages-N.img), as CRIU wrote them.
+    #[default]
+    Images,
+    /// Stop-and-copy from CRIU's page server: the images leave the lazy memory out and it follows
+    /// them as `memory/` entries, after a seal; the receiver restores once the trailer checks.
+    Streamed,
+    /// Post-copy (`ckpt-dump --lazy`): like `Streamed`, but the receiver restores from the
+    /// images' seal on and the container runs while its memory arrives.
+    PostCopy,
+}
+
+impl MemoryMode {
+    pub fn in_images(&self) -> bool {
+        *self == MemoryMode::Images
+    }
 }
 
 /// The fields of a manifest that every format version has, read before the rest.

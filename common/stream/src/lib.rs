@@ -34,7 +34,7 @@ pub use io::Compression;
 pub use listing::{entry_line, list};
 pub use progress::{note, Counted, Progress};
 pub use reader::{Item, StreamReader};
-pub use receive::{unpack_into, unpack_sealed, verify};
+pub use receive::{unpack_into, unpack_memory, verify, OnMemory};
 pub use send::{add_parts, close_stream, open_stream, write_stream, Outgoing};
 pub use staging::{check_destination, parent_of, sweep_stale, StagingDir};
 pub use writer::{bundle_path, rel_path, seal, tree_walk, StreamWriter};

@@ -128,9 +128,9 @@ impl StreamReader {
 
     /// A memory entry: only in a lazy stream, only whole pages, one regular file of bounded size.
     fn memory(&self, range: MemoryRange, entry: &Entry) -> anyhow::Result<Item> {
-        if !self.manifest.lazy {
+        if self.manifest.memory.in_images() {
             return Err(bad_stream(format!(
-                "{} in a stream whose manifest is not lazy",
+                "{} in a stream whose manifest has the memory in the images",
                 range.path()
             )));
         }

@@ -16,7 +16,7 @@ use ckpt_runtime::freezer::{self, Freezer};
 use ckpt_runtime::lxc::Container;
 use ckpt_runtime::{checkpoint, hold};
 use ckpt_stream::error::one_line;
-use ckpt_stream::format::MemoryRange;
+use ckpt_stream::format::{MemoryMode, MemoryRange};
 use ckpt_stream::io::open_output;
 use ckpt_stream::{
     close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts, Progress,
@@ -112,7 +112,8 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         }
         ckpt_runtime::requirements::check_lazy()?;
     }
-    report.lazy = cfg.lazy;
+    let memory = memory_mode(cfg, &container.name);
+    report.memory = memory;
     let freezer = Freezer::of(&container)
         .with_context(|| format!("cannot find the freezer cgroup of {}", container.name))?;
     let hold_script = match cfg.leave_running {
@@ -146,7 +147,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     let wire = Progress::hidden();
     let live = parts.rootfs.as_deref().filter(|_| cfg.precopy);
     manifest.await_copy = live.is_some() && ack.is_some();
-    manifest.lazy = cfg.lazy;
+    manifest.memory = memory;
     let precopied = open_stream(wire.writer(out), &manifest, cfg.compression, key, &progress)
         .and_then(|mut stream| {
             let copy = live
@@ -188,7 +189,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     let mark = tempfile::tempdir()?;
     let mark = mark.path().join("post-dump");
     let dumped = dump_held(&container, &freezer, work.path(), report, || {
-        match (cfg.lazy, hold_script.as_deref()) {
+        match (!memory.in_images(), hold_script.as_deref()) {
             (true, Some(script)) => {
                 let _ = std::fs::remove_file(&mark);
                 checkpoint::dump_lazy(&container, work.path(), script, &options, &mark).map(Some)
@@ -251,7 +252,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
             close_stream(stream).map(|trailer| (trailer, frozen_bytes))
         });
     progress.finish();
-    if !cfg.lazy {
+    if memory != MemoryMode::PostCopy {
         report.phases_ms.stream = ms(t.elapsed());
     }
     release_stdout();
@@ -261,7 +262,8 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
             let err = err.context("the stream was not delivered");
             // Post-copy: the destination may run the container already. It ends its copy when
             // the stream breaks off; resuming ours before it said so would run two.
-            let err = match (report.phase == "memory", ack) {
+            let ran = memory == MemoryMode::PostCopy && report.phase == "memory";
+            let err = match (ran, ack) {
                 (true, Some(ack)) => match ack::read_result(ack, &container.name) {
                     // It verified a whole stream (our error came after the last byte): the
                     // container is there, so ours must go.
@@ -359,6 +361,30 @@ fn criu_options(container: &Container, cfg: &DumpConfig, report: &mut DumpReport
     options.extend(cfg.criu_options.iter().cloned());
     report.criu_options = options.clone();
     options
+}
+
+/// Where the memory goes: after the images, straight from CRIU's page server, whenever the
+/// stream goes to ckpt-restore (--ack) and the host lets CRIU have its page pipes (the images then
+/// hold no second copy of the memory, and sending overlaps the dump); post-copy with --lazy;
+/// otherwise (a stream to a file, a snapshot) in the images, where every tool can read it.
+fn memory_mode(cfg: &DumpConfig, name: &str) -> MemoryMode {
+    if cfg.lazy {
+        return MemoryMode::PostCopy;
+    }
+    if cfg.ack.is_none() || cfg.leave_running || cfg.keep.is_some() {
+        return MemoryMode::Images;
+    }
+    match ckpt_runtime::requirements::check_lazy() {
+        Ok(()) => MemoryMode::Streamed,
+        Err(why) => {
+            let note_text = format!(
+                "{name}: CRIU writes the memory into the work dir before it is sent ({})",
+                one_line(&why)
+            );
+            note(cfg.quiet, TOOL, &note_text);
+            MemoryMode::Images
+        }
+    }
 }
 
 /// How many times a dump that failed on a passing condition is tried.

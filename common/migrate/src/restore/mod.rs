@@ -6,18 +6,20 @@ mod lazy;
 mod rescue;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use ckpt_runtime::checkpoint;
 use ckpt_runtime::criu::{MountMode, RestoreStats};
+use ckpt_runtime::lazy::PageStore;
 use ckpt_runtime::lxc::{default_lxcpath, Config, Container};
 use ckpt_stream::error::one_line;
-use ckpt_stream::format::RootfsMode;
+use ckpt_stream::format::{MemoryMode, RootfsMode};
 use ckpt_stream::io::open_input;
 use ckpt_stream::{
-    note, unpack_into, unpack_sealed, verify, Key, Manifest, Progress, StagingDir, StreamReader,
+    note, unpack_into, unpack_memory, verify, Key, Manifest, Progress, StagingDir, StreamReader,
 };
 
 use crate::ack::{self, RestoreResult, RestoreTimings, State};
@@ -197,12 +199,23 @@ fn restore(
         }
         Ok(())
     };
-    // A lazy stream is restored from its images' seal on; its memory follows.
-    let trailer = match manifest.lazy {
-        true => unpack_sealed(&mut reader, staging.path(), &mut on_copied)?,
-        false => unpack_into(&mut reader, staging.path(), &mut on_copied)?,
+    // Memory after the images goes to a store the restored tasks are fed from; a post-copy
+    // stream is restored from its images' seal on, its memory following.
+    let memory = manifest.memory;
+    let store = Arc::new(PageStore::keeping());
+    let trailer = match memory {
+        MemoryMode::Images => unpack_into(&mut reader, staging.path(), &mut on_copied)?,
+        _ => unpack_memory(
+            &mut reader,
+            staging.path(),
+            &mut on_copied,
+            &mut |at, size, data| lazy::store_entry(&store, at, size, data),
+        )?,
     };
-    if !manifest.lazy {
+    if memory == MemoryMode::Streamed {
+        store.complete();
+    }
+    if memory != MemoryMode::PostCopy {
         progress.finish();
     }
     result.timings_ms.unpack = ms(start.elapsed());
@@ -215,11 +228,19 @@ fn restore(
     // images need (see ckpt_runtime::cgroups2).
     let hook = std::env::current_exe().ok();
     let (options, timeout, hook) = (&cfg.criu_options, cfg.timeout, hook.as_deref());
-    let restored = match manifest.lazy {
-        true => lazy::restore(&container, &images, reader, options, timeout, hook)
-            .map(|(mode, arriving)| (mode, Some(arriving))),
-        false => checkpoint::restore(&container, &images, options, timeout, hook)
+    let restored = match memory {
+        MemoryMode::Images => checkpoint::restore(&container, &images, options, timeout, hook)
             .map(|mode| (mode, None)),
+        MemoryMode::Streamed => {
+            let memory = lazy::Memory::Arrived(store, trailer.clone());
+            lazy::restore(&container, &images, memory, options, timeout, hook)
+                .map(|(mode, arriving)| (mode, Some(arriving)))
+        }
+        MemoryMode::PostCopy => {
+            let memory = lazy::Memory::Following(Box::new(reader));
+            lazy::restore(&container, &images, memory, options, timeout, hook)
+                .map(|(mode, arriving)| (mode, Some(arriving)))
+        }
     };
     let (mount_mode, arriving) = match restored {
         Ok(restored) => restored,

@@ -17,6 +17,12 @@ pub const RESTORING: &str = "restoring";
 pub fn recovery(container: Container, staging: PathBuf) -> impl FnOnce(&str) {
     move |phase| {
         if phase == RESTORING {
+            // A restore fed by our page server (lazy memory) cannot finish without it: end it
+            // now rather than wait.
+            let images = staging.join("images");
+            if images.join(ckpt_runtime::lazy::DAEMON_LOG).exists() {
+                ckpt_runtime::checkpoint::kill_criu(&images);
+            }
             settle(&staging);
             stop(&container);
             let _ = std::fs::remove_dir_all(container.dir());

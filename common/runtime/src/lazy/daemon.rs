@@ -13,8 +13,8 @@ use anyhow::Context;
 use super::protocol::{Iov, ADD_F, CLOSE, FORCE_CLOSE, GET, PE_PRESENT};
 use super::PageStore;
 
-/// The log CRIU's lazy-pages daemon writes in the image dir.
-const LOG: &str = "lazy-pages.log";
+/// The log CRIU's lazy-pages daemon writes in the image dir (a restore that is fed lazily).
+pub const DAEMON_LOG: &str = "lazy-pages.log";
 
 /// A running `criu lazy-pages` for one restore; killed on drop unless it was waited for.
 pub struct LazyDaemon {
@@ -38,7 +38,7 @@ impl LazyDaemon {
             .arg(fd_number(&ready_write))
             .arg("-D")
             .arg(images)
-            .args(["-o", LOG, "-v4"])
+            .args(["-o", DAEMON_LOG, "-v4"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -82,7 +82,7 @@ impl LazyDaemon {
 
     fn failure(&mut self, what: &str) -> anyhow::Error {
         self.kill();
-        let log = self.images.join(LOG);
+        let log = self.images.join(DAEMON_LOG);
         let reason = crate::criu::log_error(&log).unwrap_or_else(|| "no reason logged".into());
         anyhow::anyhow!(
             "CRIU's lazy-pages daemon {what}: {reason} (log: {})",

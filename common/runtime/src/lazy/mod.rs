@@ -11,7 +11,7 @@ mod protocol;
 mod source;
 mod store;
 
-pub use daemon::{serve, LazyDaemon};
+pub use daemon::{serve, LazyDaemon, DAEMON_LOG};
 pub use pagemap::{lazy_ranges, LazyRange};
 pub use source::PageSource;
 pub use store::PageStore;

@@ -16,6 +16,8 @@ pub struct PageStore {
 
 #[derive(Default)]
 struct State {
+    /// Keep pages once handed over (a restore may be tried again).
+    keep: bool,
     /// Runs of pages by pid, then start address.
     runs: HashMap<u32, BTreeMap<u64, Run>>,
     /// Runs added since the last seal: not usable yet.
@@ -53,6 +55,14 @@ impl Pages {
 impl PageStore {
     pub fn new() -> PageStore {
         PageStore::default()
+    }
+
+    /// A store that keeps every page until it is dropped, so that a second restore attempt can
+    /// be fed too (for memory that all arrived before the restore).
+    pub fn keeping() -> PageStore {
+        let store = PageStore::default();
+        store.lock().keep = true;
+        store
     }
 
     /// A run of whole pages arrived (not usable before [`PageStore::seal`]).
@@ -146,7 +156,7 @@ impl State {
         if at >= run.size || !run.sealed {
             return Ok(None);
         }
-        if run.left == 0 {
+        if run.left == 0 && !self.keep {
             anyhow::bail!("CRIU asked twice for pages of pid {pid} at {vaddr:#x}");
         }
         let len = (run.size - at).min(pages * PAGE_SIZE);
@@ -156,7 +166,7 @@ impl State {
             len: len as usize,
         };
         run.left = run.left.saturating_sub(len / PAGE_SIZE);
-        if run.left == 0 {
+        if run.left == 0 && !self.keep {
             // The Arc handed out keeps the bytes until they are sent.
             run.data = Arc::new(Vec::new());
             self.held -= run.size;
