@@ -5,6 +5,7 @@
 //! involved.
 
 mod live;
+mod memory;
 mod rescue;
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use ckpt_runtime::freezer::{self, Freezer};
 use ckpt_runtime::lxc::Container;
 use ckpt_runtime::{checkpoint, hold};
 use ckpt_stream::error::one_line;
-use ckpt_stream::format::{MemoryMode, MemoryRange};
+use ckpt_stream::format::MemoryMode;
 use ckpt_stream::io::open_output;
 use ckpt_stream::{
     close_stream, note, open_stream, summary, Compression, Key, Outgoing, Parts, Progress,
@@ -28,6 +29,7 @@ use crate::parts::container_parts;
 use crate::stats::{mb_per_s, ms, write_json, DumpReport, Failure};
 use crate::workdir::WorkDir;
 use live::RootfsCopy;
+use memory::{memory_mode, send_memory};
 use rescue::phase;
 
 const TOOL: &str = "ckpt-dump";
@@ -363,30 +365,6 @@ fn criu_options(container: &Container, cfg: &DumpConfig, report: &mut DumpReport
     options
 }
 
-/// Where the memory goes: after the images, straight from CRIU's page server, whenever the
-/// stream goes to ckpt-restore (--ack) and the host lets CRIU have its page pipes (the images then
-/// hold no second copy of the memory, and sending overlaps the dump); post-copy with --lazy;
-/// otherwise (a stream to a file, a snapshot) in the images, where every tool can read it.
-fn memory_mode(cfg: &DumpConfig, name: &str) -> MemoryMode {
-    if cfg.lazy {
-        return MemoryMode::PostCopy;
-    }
-    if cfg.ack.is_none() || cfg.leave_running || cfg.keep.is_some() {
-        return MemoryMode::Images;
-    }
-    match ckpt_runtime::requirements::check_lazy() {
-        Ok(()) => MemoryMode::Streamed,
-        Err(why) => {
-            let note_text = format!(
-                "{name}: CRIU writes the memory into the work dir before it is sent ({})",
-                one_line(&why)
-            );
-            note(cfg.quiet, TOOL, &note_text);
-            MemoryMode::Images
-        }
-    }
-}
-
 /// How many times a dump that failed on a passing condition is tried.
 const DUMP_ATTEMPTS: u32 = 3;
 
@@ -485,69 +463,6 @@ fn send_after_freeze<W: std::io::Write>(
         stream.add_tree("images", images, &[])?;
     }
     Ok(())
-}
-
-/// Memory entries of at most this many pages (4 MiB).
-const MEMORY_ENTRY_PAGES: u64 = 1024;
-/// A seal after at most this many bytes of memory: the receiver uses pages only once sealed.
-const SEAL_EVERY: u64 = 32 << 20;
-
-/// Post-copy: seals what was sent (the receiver restores from it), then pulls every lazy page
-/// from CRIU into the stream, sealed in runs, and ends CRIU's dump (the tasks stay held).
-fn send_memory<W: std::io::Write>(
-    stream: &mut Outgoing<W>,
-    mut dump: checkpoint::LazyDump,
-    images: &std::path::Path,
-    report: &mut DumpReport,
-    since: Instant,
-) -> anyhow::Result<()> {
-    let sealed = stream.seal();
-    report.phases_ms.stream = ms(since.elapsed());
-    report.phase = "memory".into();
-    let t = Instant::now();
-    let pulled = sealed.and_then(|_| pull_memory(stream, &mut dump.pages, images));
-    let pulled = match pulled {
-        Ok(bytes) => dump.finish().map(|()| bytes),
-        Err(err) => {
-            dump.abandon();
-            Err(err)
-        }
-    };
-    report.phases_ms.memory = ms(t.elapsed());
-    report.criu_dump = ckpt_runtime::criu::dump_stats(images);
-    report.memory_bytes = pulled?;
-    Ok(())
-}
-
-/// Every lazy page of the dump in `images`, from `pages` into `stream`; returns the bytes sent.
-fn pull_memory<W: std::io::Write>(
-    stream: &mut Outgoing<W>,
-    pages: &mut ckpt_runtime::lazy::PageSource,
-    images: &std::path::Path,
-) -> anyhow::Result<u64> {
-    let (mut sent, mut unsealed) = (0u64, 0u64);
-    // Small ranges first (stacks, libraries' data, bits of heap: what the restore and the first
-    // instructions touch), the big ones after, each in address order as a scan reads it.
-    let mut ranges = ckpt_runtime::lazy::lazy_ranges(images)?;
-    ranges.sort_by_key(|r| (r.pages, r.pid, r.vaddr));
-    for range in ranges {
-        pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
-            let size = piece.pages * ckpt_runtime::lazy::PAGE_SIZE;
-            let at = MemoryRange {
-                pid: piece.pid,
-                vaddr: piece.vaddr,
-            };
-            stream.add_memory(at, size, data)?;
-            sent += size;
-            unsealed += size;
-            if unsealed >= SEAL_EVERY {
-                stream.seal()?;
-                unsealed = 0;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(sent)
 }
 
 /// The destination has the container: end the held source copy, and with `destroy` (--ack: the

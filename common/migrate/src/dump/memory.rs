@@ -1,0 +1,101 @@
+//! Where ckpt-dump sends the memory: in the CRIU images, or after them, pulled from CRIU's page
+//! server (a lazy dump) into the stream in sealed runs, for stop-and-copy (streamed) and for
+//! post-copy alike.
+
+use std::time::Instant;
+
+use ckpt_runtime::checkpoint::LazyDump;
+use ckpt_runtime::lazy::{lazy_ranges, PageSource, PAGE_SIZE};
+use ckpt_stream::error::one_line;
+use ckpt_stream::format::{MemoryMode, MemoryRange};
+use ckpt_stream::{note, Outgoing};
+
+use super::{DumpConfig, TOOL};
+use crate::stats::{ms, DumpReport};
+
+/// Where the memory goes: after the images, straight from CRIU's page server, whenever the
+/// stream goes to ckpt-restore (--ack) and the host lets CRIU have its page pipes (the images then
+/// hold no second copy of the memory, and sending overlaps the dump); post-copy with --lazy;
+/// otherwise (a stream to a file, a snapshot) in the images, where every tool can read it.
+pub fn memory_mode(cfg: &DumpConfig, name: &str) -> MemoryMode {
+    if cfg.lazy {
+        return MemoryMode::PostCopy;
+    }
+    if cfg.ack.is_none() || cfg.leave_running || cfg.keep.is_some() {
+        return MemoryMode::Images;
+    }
+    match ckpt_runtime::requirements::check_lazy() {
+        Ok(()) => MemoryMode::Streamed,
+        Err(why) => {
+            let note_text = format!(
+                "{name}: CRIU writes the memory into the work dir before it is sent ({})",
+                one_line(&why)
+            );
+            note(cfg.quiet, TOOL, &note_text);
+            MemoryMode::Images
+        }
+    }
+}
+
+/// Memory entries of at most this many pages (4 MiB).
+const MEMORY_ENTRY_PAGES: u64 = 1024;
+/// A seal after at most this many bytes of memory: the receiver uses pages only once sealed.
+const SEAL_EVERY: u64 = 32 << 20;
+
+/// Post-copy: seals what was sent (the receiver restores from it), then pulls every lazy page
+/// from CRIU into the stream, sealed in runs, and ends CRIU's dump (the tasks stay held).
+pub fn send_memory<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    mut dump: LazyDump,
+    images: &std::path::Path,
+    report: &mut DumpReport,
+    since: Instant,
+) -> anyhow::Result<()> {
+    let sealed = stream.seal();
+    report.phases_ms.stream = ms(since.elapsed());
+    report.phase = "memory".into();
+    let t = Instant::now();
+    let pulled = sealed.and_then(|_| pull_memory(stream, &mut dump.pages, images));
+    let pulled = match pulled {
+        Ok(bytes) => dump.finish().map(|()| bytes),
+        Err(err) => {
+            dump.abandon();
+            Err(err)
+        }
+    };
+    report.phases_ms.memory = ms(t.elapsed());
+    report.criu_dump = ckpt_runtime::criu::dump_stats(images);
+    report.memory_bytes = pulled?;
+    Ok(())
+}
+
+/// Every lazy page of the dump in `images`, from `pages` into `stream`; returns the bytes sent.
+fn pull_memory<W: std::io::Write>(
+    stream: &mut Outgoing<W>,
+    pages: &mut PageSource,
+    images: &std::path::Path,
+) -> anyhow::Result<u64> {
+    let (mut sent, mut unsealed) = (0u64, 0u64);
+    // Small ranges first (stacks, libraries' data, bits of heap: what the restore and the first
+    // instructions touch), the big ones after, each in address order as a scan reads it.
+    let mut ranges = lazy_ranges(images)?;
+    ranges.sort_by_key(|r| (r.pages, r.pid, r.vaddr));
+    for range in ranges {
+        pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
+            let size = piece.pages * PAGE_SIZE;
+            let at = MemoryRange {
+                pid: piece.pid,
+                vaddr: piece.vaddr,
+            };
+            stream.add_memory(at, size, data)?;
+            sent += size;
+            unsealed += size;
+            if unsealed >= SEAL_EVERY {
+                stream.seal()?;
+                unsealed = 0;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(sent)
+}
