@@ -176,6 +176,25 @@ pub fn read_result(mut ack: BufReader<File>, name: &str) -> anyhow::Result<Resto
     }
 }
 
+/// How long ckpt-dump waits for the receiver's reason after the stream failed.
+pub const REASON_GRACE: Duration = Duration::from_secs(3);
+
+/// [`read_result`], but gives up (None) when no line arrives within `wait` (None: no limit).
+pub fn read_result_within(
+    ack: BufReader<File>,
+    name: &str,
+    wait: Option<Duration>,
+) -> Option<anyhow::Result<RestoreResult>> {
+    if let Some(wait) = wait {
+        let arrived =
+            !ack.buffer().is_empty() || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), wait);
+        if !arrived {
+            return None;
+        }
+    }
+    Some(read_result(ack, name))
+}
+
 fn check_result(result: RestoreResult, name: &str) -> anyhow::Result<RestoreResult> {
     if !result.ok || result.state != State::Running || result.name != name {
         let why = result

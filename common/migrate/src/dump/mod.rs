@@ -263,10 +263,13 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         Err(err) => {
             let err = err.context("the stream was not delivered");
             // Post-copy: the destination may run the container already. It ends its copy when
-            // the stream breaks off; resuming ours before it said so would run two.
+            // the stream breaks off; resuming ours before it said so would run two. Otherwise the
+            // receiver's word, if it comes at once, says why better than a broken pipe.
             let ran = memory == MemoryMode::PostCopy && report.phase == "memory";
-            let err = match (ran, ack) {
-                (true, Some(ack)) => match ack::read_result(ack, &container.name) {
+            let wait = (!ran).then_some(ack::REASON_GRACE);
+            let heard = ack.and_then(|ack| ack::read_result_within(ack, &container.name, wait));
+            let err = match heard {
+                Some(heard) => match heard {
                     // It verified a whole stream (our error came after the last byte): the
                     // container is there, so ours must go.
                     Ok(result) => {
@@ -280,7 +283,7 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
                     }
                     Err(heard) => err.context(format!("{heard:#}")),
                 },
-                _ => err,
+                None => err,
             };
             return rollback(cfg, &container, work, guard, err);
         }
