@@ -86,6 +86,8 @@ pub struct DumpPhases {
     /// (streamed stop-and-copy: the part of `stream` that did).
     pub memory: u64,
     pub ack_wait: u64,
+    /// After the receiver's success: ending and removing the source copy (its rootfs deleted).
+    pub end_source: u64,
     pub total: u64,
 }
 

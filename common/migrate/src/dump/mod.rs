@@ -335,7 +335,9 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
                             + result.timings_ms.restore,
                     );
                     report.restore = Some(result.clone());
+                    let t = Instant::now();
                     end_source(cfg, &container, true)?;
+                    report.phases_ms.end_source = ms(t.elapsed());
                     format!("migrated: running on {} in {}", result.host, result.lxcpath)
                 }
                 Err(err) => return rollback(cfg, &container, work, guard, err),

@@ -15,6 +15,8 @@ use super::PageStore;
 
 /// The log CRIU's lazy-pages daemon writes in the image dir (a restore that is fed lazily).
 pub const DAEMON_LOG: &str = "lazy-pages.log";
+/// Where its standard error goes (what it says before its log is open).
+const DAEMON_ERRORS: &str = "lazy-pages.err";
 
 /// A running `criu lazy-pages` for one restore; killed on drop unless it was waited for.
 pub struct LazyDaemon {
@@ -29,6 +31,8 @@ impl LazyDaemon {
         let (ready_read, ready_write) = rustix::pipe::pipe().context("creating a pipe")?;
         inheritable(&ps_socket)?;
         inheritable(&ready_write)?;
+        let errors = std::fs::File::create(images.join(DAEMON_ERRORS))
+            .context("creating the lazy-pages daemon's error file")?;
         let child = Command::new("criu")
             .arg("lazy-pages")
             .arg("--page-server")
@@ -41,7 +45,7 @@ impl LazyDaemon {
             .args(["-o", DAEMON_LOG, "-v4"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(errors)
             .spawn()
             .context("running criu lazy-pages (is CRIU installed?)")?;
         // Ours are closed now: the daemon holds the only copies.
@@ -83,7 +87,16 @@ impl LazyDaemon {
     fn failure(&mut self, what: &str) -> anyhow::Error {
         self.kill();
         let log = self.images.join(DAEMON_LOG);
-        let reason = crate::criu::log_error(&log).unwrap_or_else(|| "no reason logged".into());
+        let errors = std::fs::read_to_string(self.images.join(DAEMON_ERRORS)).unwrap_or_default();
+        let reason = crate::criu::log_error(&log)
+            .or_else(|| {
+                errors
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "no reason logged".into());
         anyhow::anyhow!(
             "CRIU's lazy-pages daemon {what}: {reason} (log: {})",
             log.display()
