@@ -112,10 +112,10 @@ fn faults() -> Vec<Fault> {
             expect: "host1",
         },
         Fault {
-            // An option CRIU cannot restore with on any host (no lazy-pages daemon runs): the old
-            // rollback, a CRIU restore here, would have failed the same way.
+            // An option no CRIU restore takes, on any host: the old rollback, a CRIU restore
+            // here, would have failed the same way.
             name: "CRIU restore fails on the destination (and would here)",
-            script: acked_with("", "", "--criu-opt lazy-pages"),
+            script: acked_with("", "", "--criu-opt no-such-option"),
             expect: "host1",
         },
         Fault {
