@@ -39,7 +39,8 @@ pub fn memory_mode(cfg: &DumpConfig, name: &str) -> MemoryMode {
 
 /// Memory entries of at most this many pages (4 MiB).
 const MEMORY_ENTRY_PAGES: u64 = 1024;
-/// A seal after at most this many bytes of memory: the receiver uses pages only once sealed.
+/// A seal after at most this many bytes of memory (see [`Sealing`]): the receiver uses pages
+/// only once sealed.
 const SEAL_EVERY: u64 = 32 << 20;
 
 /// Post-copy: seals what was sent (the receiver restores from it), then pulls every lazy page
@@ -75,12 +76,16 @@ fn pull_memory<W: std::io::Write>(
     pages: &mut PageSource,
     images: &std::path::Path,
 ) -> anyhow::Result<u64> {
-    let (mut sent, mut unsealed) = (0u64, 0u64);
     // Small ranges first (stacks, libraries' data, bits of heap: what the restore and the first
-    // instructions touch), the big ones after, each in address order as a scan reads it.
+    // instructions touch), sealed at once; then the big ones, each in address order as a scan
+    // reads it.
     let mut ranges = lazy_ranges(images)?;
     ranges.sort_by_key(|r| (r.pages, r.pid, r.vaddr));
+    let mut seals = Sealing::new();
     for range in ranges {
+        if range.pages >= MEMORY_ENTRY_PAGES {
+            seals.seal(stream)?;
+        }
         pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
             let size = piece.pages * PAGE_SIZE;
             let at = MemoryRange {
@@ -88,14 +93,52 @@ fn pull_memory<W: std::io::Write>(
                 vaddr: piece.vaddr,
             };
             stream.add_memory(at, size, data)?;
-            sent += size;
-            unsealed += size;
-            if unsealed >= SEAL_EVERY {
-                stream.seal()?;
-                unsealed = 0;
-            }
-            Ok(())
+            seals.added(stream, size)
         })?;
     }
-    Ok(sent)
+    Ok(seals.sent)
+}
+
+/// When to seal the memory sent: after [`SEAL_EVERY`] bytes or [`SEAL_AFTER`] of time, whichever
+/// comes first, so that the receiver waits neither long nor for much.
+struct Sealing {
+    sent: u64,
+    unsealed: u64,
+    since: Instant,
+}
+
+/// A seal at least this soon after memory that is not sealed yet.
+const SEAL_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Sealing {
+    fn new() -> Sealing {
+        Sealing {
+            sent: 0,
+            unsealed: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn added<W: std::io::Write>(
+        &mut self,
+        stream: &mut Outgoing<W>,
+        size: u64,
+    ) -> anyhow::Result<()> {
+        self.sent += size;
+        self.unsealed += size;
+        if self.unsealed >= SEAL_EVERY || self.since.elapsed() >= SEAL_AFTER {
+            self.seal(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Seals what was sent since the last seal, if anything.
+    fn seal<W: std::io::Write>(&mut self, stream: &mut Outgoing<W>) -> anyhow::Result<()> {
+        if self.unsealed > 0 {
+            stream.seal()?;
+            self.unsealed = 0;
+        }
+        self.since = Instant::now();
+        Ok(())
+    }
 }
