@@ -298,7 +298,7 @@ fn every_fault_leaves_exactly_one_running_copy() {
         let small = "/var/lib/e2eflt/small";
         tb.sh(
             "host1",
-            &format!("$SSH host2 'mkdir -p {small} && mount -t tmpfs -o size=40m tmpfs {small}'"),
+            &format!("$SSH host2 'mkdir -p {small} && mount -t tmpfs -o size=1m tmpfs {small}'"),
         );
         tb.sh("host1", &format!("rm -f /tmp/ft.ack; mkfifo /tmp/ft.ack; $BIN/ckpt-dump -q -P $L1 --ack /tmp/ft.ack ft | $SSH host2 $BIN/ckpt-restore -q -P {small} > /tmp/ft.ack; $SSH host2 'ls -A {small}; umount {small}'"));
     });
