@@ -189,10 +189,29 @@ pub const LAZY_PIPE_SIZE: u64 = 4 << 20;
 /// Where the kernel keeps the largest pipe an unprivileged process may ask for.
 const PIPE_MAX_SIZE: &str = "/proc/sys/fs/pipe-max-size";
 
-/// What `ckpt-dump --lazy` needs beyond [`check_dump`]: CRIU's page pipes of [`LAZY_PIPE_SIZE`],
-/// which without CAP_SYS_RESOURCE only `fs.pipe-max-size` allows (CRIU ignores the refusal and
-/// fails later with `page-pipe: splice: -1: Bad file descriptor`).
-pub fn check_lazy() -> anyhow::Result<()> {
+/// Where the kernel says whether processes without CAP_SYS_PTRACE may open a userfaultfd.
+const UNPRIVILEGED_USERFAULTFD: &str = "/proc/sys/vm/unprivileged_userfaultfd";
+
+/// What memory sent apart from the images (`ckpt-dump --lazy`, and a streamed `--ack`) needs
+/// beyond [`check_dump`]: CRIU's page pipes of [`LAZY_PIPE_SIZE`] here, which without
+/// CAP_SYS_RESOURCE only `fs.pipe-max-size` allows (CRIU ignores the refusal and fails later
+/// with `page-pipe: splice: -1: Bad file descriptor`); and for an unprivileged container, a
+/// userfaultfd in its user namespace on the destination (`vm.unprivileged_userfaultfd`, assumed
+/// to be as here).
+pub fn check_lazy(container: &Container) -> anyhow::Result<()> {
+    let in_userns = container
+        .init_pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok())
+        .is_some_and(|map| is_idmapped(&map));
+    let uffd = std::fs::read_to_string(UNPRIVILEGED_USERFAULTFD).is_ok_and(|v| v.trim() == "1");
+    if in_userns && !uffd {
+        anyhow::bail!(
+            "{} is unprivileged, and its restored tasks can open no userfaultfd in its user \
+             namespace (vm.unprivileged_userfaultfd is 0): allow it on both hosts with \
+             `sysctl -w vm.unprivileged_userfaultfd=1`",
+            container.name
+        );
+    }
     if has_cap(CAP_SYS_RESOURCE) {
         return Ok(());
     }

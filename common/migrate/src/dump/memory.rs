@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use ckpt_runtime::checkpoint::LazyDump;
 use ckpt_runtime::lazy::{lazy_ranges, PageSource, PAGE_SIZE};
+use ckpt_runtime::lxc::Container;
 use ckpt_stream::error::one_line;
 use ckpt_stream::format::{MemoryMode, MemoryRange};
 use ckpt_stream::{note, Outgoing};
@@ -17,18 +18,19 @@ use crate::stats::{ms, DumpReport};
 /// stream goes to ckpt-restore (--ack) and the host lets CRIU have its page pipes (the images then
 /// hold no second copy of the memory, and sending overlaps the dump); post-copy with --lazy;
 /// otherwise (a stream to a file, a snapshot) in the images, where every tool can read it.
-pub fn memory_mode(cfg: &DumpConfig, name: &str) -> MemoryMode {
+pub fn memory_mode(cfg: &DumpConfig, container: &Container) -> MemoryMode {
     if cfg.lazy {
         return MemoryMode::PostCopy;
     }
     if cfg.ack.is_none() || cfg.leave_running || cfg.keep.is_some() {
         return MemoryMode::Images;
     }
-    match ckpt_runtime::requirements::check_lazy() {
+    match ckpt_runtime::requirements::check_lazy(container) {
         Ok(()) => MemoryMode::Streamed,
         Err(why) => {
             let note_text = format!(
-                "{name}: CRIU writes the memory into the work dir before it is sent ({})",
+                "{}: CRIU writes the memory into the work dir before it is sent ({})",
+                container.name,
                 one_line(&why)
             );
             note(cfg.quiet, TOOL, &note_text);

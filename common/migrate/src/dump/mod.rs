@@ -112,9 +112,9 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
                  cannot take --leave-running",
             ));
         }
-        ckpt_runtime::requirements::check_lazy()?;
+        ckpt_runtime::requirements::check_lazy(&container)?;
     }
-    let memory = memory_mode(cfg, &container.name);
+    let memory = memory_mode(cfg, &container);
     report.memory = memory;
     let freezer = Freezer::of(&container)
         .with_context(|| format!("cannot find the freezer cgroup of {}", container.name))?;
