@@ -76,6 +76,20 @@ pub fn in_pid_namespace_of(pid: u32) -> Vec<Process> {
         .collect()
 }
 
+/// Private anonymous memory of the processes in the pid namespace of `pid`, in bytes (their
+/// `RssAnon`): about what a lazy dump leaves out of the images.
+pub fn anon_memory_of(pid: u32) -> u64 {
+    in_pid_namespace_of(pid)
+        .iter()
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
+            let kib = status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?;
+            kib.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum::<u64>()
+        * 1024
+}
+
 /// Whether `pid` lives in a network namespace other than this process's (an error when it is gone).
 pub fn has_own_netns(pid: u32) -> std::io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
