@@ -171,3 +171,41 @@ fn changes_never_reach_through_symlinks() {
     assert_eq!(fs::read_to_string(t.join("outside/x")).unwrap(), "victim");
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
 }
+
+/// ckpt-unpack keeps the previous entry's parent directory open for the next entry: a directory
+/// deleted or replaced after the freeze must never be written through a stale descriptor.
+#[test]
+fn entries_after_their_directory_was_replaced_land_in_the_new_one() {
+    let t = hostile_dir("live-parent");
+    let stream = forge(&[
+        dir(b"rootfs"),
+        dir(b"rootfs/d"),
+        file(b"rootfs/d/x", b"before the freeze"),
+        copied(),
+        file(b"rootfs/d/y", b"changed"),
+        whiteout(b"rootfs/d"),
+        dir(b"rootfs/d"),
+        file(b"rootfs/d/z", b"in the new d"),
+        dir(b"images"),
+    ]);
+    t.cmd("ckpt-unpack").args(["-C", "out"]).stdin(stream).ok();
+    let d = t.join("out/rootfs/d");
+    let mut names: Vec<_> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["z"], "the old d's files survived or z went astray");
+    assert_eq!(fs::read_to_string(d.join("z")).unwrap(), "in the new d");
+    // A directory replaced by a file is no parent any more, however recently it was one.
+    fs::remove_dir_all(t.join("out")).unwrap();
+    let replaced = forge(&[
+        dir(b"rootfs"),
+        dir(b"rootfs/d"),
+        copied(),
+        file(b"rootfs/d/y", b"changed"),
+        file(b"rootfs/d", b"a file now"),
+        file(b"rootfs/d/q", b"into what?"),
+    ]);
+    refused(&t, replaced, "parent directory");
+}

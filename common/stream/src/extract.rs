@@ -1,7 +1,7 @@
 //! Writes stream entries into a staging dir as untrusted input. Every parent path is resolved with
-//! openat2 beneath its bundle root and through no symlink at all, so no symlink or hard link planted
-//! by the stream can redirect a write; final components are created with O_EXCL-style calls that
-//! never follow links; metadata is restored exactly, directories last.
+//! openat2 beneath its bundle root and through no symlink at all (see parents.rs), so no symlink or
+//! hard link planted by the stream can redirect a write; final components are created with
+//! O_EXCL-style calls that never follow links; metadata is restored exactly, directories last.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -17,6 +17,7 @@ use rustix::io::Errno;
 
 use crate::error::bad_stream;
 use crate::format::{classify, is_whiteout, EntryPath, ROOTS};
+use crate::parents::{open_in_root, LastParent, Parent};
 use crate::wire::{Entry, Kind};
 
 pub struct Extractor {
@@ -27,6 +28,8 @@ pub struct Extractor {
     as_root: bool,
     /// After `copied.json`: `rootfs/` entries replace what is there, whiteouts delete.
     changes: bool,
+    /// The previous entry's parent directory, still open.
+    last_parent: LastParent,
 }
 
 impl Extractor {
@@ -44,6 +47,7 @@ impl Extractor {
             dirs: Vec::new(),
             as_root: rustix::process::geteuid().is_root(),
             changes: false,
+            last_parent: LastParent::default(),
         })
     }
 
@@ -84,15 +88,38 @@ impl Extractor {
             return self.defer_dir(base.as_fd(), OsStr::new(root), (root, rel), entry, true);
         }
         let (parent_rel, name) = split(rel);
-        let parent = open_in_root(self.root(root)?, parent_rel)?;
-        let name = OsStr::from_bytes(name);
-        if replacing && self.replace(parent.as_fd(), name, root, rel, entry)? {
+        let parent = match self.last_parent.take(root, parent_rel) {
+            Some(kept) => kept,
+            None => Parent::open(root, self.root(root)?, parent_rel)?,
+        };
+        let made = self.make_in(
+            parent.fd(),
+            OsStr::from_bytes(name),
+            (root, rel),
+            entry,
+            data,
+        );
+        self.last_parent.keep(parent);
+        made
+    }
+
+    /// Creates entry `name` in the already-resolved directory `parent`.
+    fn make_in(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        (root, rel): (&'static str, &[u8]),
+        entry: &Entry,
+        data: &mut dyn BufRead,
+    ) -> anyhow::Result<()> {
+        let replacing = self.changes && root == "rootfs";
+        if replacing && self.replace(parent, name, root, rel, entry)? {
             return Ok(());
         }
         match &entry.kind {
             Kind::File { sparse, .. } => {
                 let fd = rustix::fs::openat(
-                    &parent,
+                    parent,
                     name,
                     OFlags::WRONLY
                         | OFlags::CREATE
@@ -115,12 +142,12 @@ impl Extractor {
                 self.apply_fd(file.as_fd(), entry)?;
             }
             Kind::Dir => {
-                rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(created)?;
-                self.defer_dir(parent.as_fd(), name, (root, rel), entry, false)?;
+                rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(created)?;
+                self.defer_dir(parent, name, (root, rel), entry, false)?;
             }
             Kind::Symlink(target) => {
-                rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name).map_err(created)?;
-                self.apply_at(parent.as_fd(), name, entry, false)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(target), parent, name).map_err(created)?;
+                self.apply_at(parent, name, entry, false)?;
             }
             Kind::Hardlink(target) => {
                 let target_rel = match classify(target)? {
@@ -136,7 +163,7 @@ impl Extractor {
                 rustix::fs::linkat(
                     &target_dir,
                     OsStr::from_bytes(target_name),
-                    &parent,
+                    parent,
                     name,
                     AtFlags::empty(),
                 )
@@ -154,14 +181,14 @@ impl Extractor {
                     FileType::BlockDevice
                 };
                 let dev = rustix::fs::makedev(*major, *minor);
-                rustix::fs::mknodat(&parent, name, ty, Mode::from_raw_mode(0o600), dev)
+                rustix::fs::mknodat(parent, name, ty, Mode::from_raw_mode(0o600), dev)
                     .map_err(created)?;
-                self.apply_at(parent.as_fd(), name, entry, true)?;
+                self.apply_at(parent, name, entry, true)?;
             }
             Kind::Fifo => {
-                rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                rustix::fs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
                     .map_err(created)?;
-                self.apply_at(parent.as_fd(), name, entry, true)?;
+                self.apply_at(parent, name, entry, true)?;
             }
         }
         Ok(())
@@ -415,37 +442,6 @@ fn refuse_special_outside_rootfs(root: &str, entry: &Entry) -> anyhow::Result<()
         )));
     }
     Ok(())
-}
-
-/// Opens directory `rel` inside `root`, refusing any path that leaves `root` or goes through a
-/// symlink: a writer never needs one to reach an entry's parent, so a stream that does is hostile.
-fn open_in_root(root: BorrowedFd<'_>, rel: &[u8]) -> anyhow::Result<OwnedFd> {
-    let path = if rel.is_empty() {
-        OsStr::new(".")
-    } else {
-        OsStr::from_bytes(rel)
-    };
-    rustix::fs::openat2(
-        root,
-        path,
-        OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV,
-    )
-    .map_err(|e| match e {
-        Errno::NOENT | Errno::NOTDIR => bad_stream(format!(
-            "parent directory {:?} is not in the stream before its entries",
-            String::from_utf8_lossy(rel)
-        )),
-        Errno::LOOP | Errno::XDEV => bad_stream(format!(
-            "path {:?} goes through a symlink or leaves its bundle root",
-            String::from_utf8_lossy(rel)
-        )),
-        e => anyhow!(std::io::Error::from(e)).context("resolving the parent directory"),
-    })
 }
 
 /// Opens the directory `name` in `parent`, not following a symlink.

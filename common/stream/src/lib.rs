@@ -17,6 +17,7 @@ mod decoder;
 mod extract;
 mod fsmeta;
 mod listing;
+mod parents;
 mod progress;
 mod reader;
 mod receive;

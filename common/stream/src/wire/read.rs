@@ -7,7 +7,7 @@ use std::ops::Range;
 use tar::{EntryType, Header};
 
 use super::chain::Chain;
-use super::{padded, pax, sparse, Entry, Kind, Mtime, Seal, BLOCK, READ_CHUNK};
+use super::{padded, pax, sparse, Entry, Kind, Mtime, Seal, BLOCK, STREAM_READ};
 use crate::error::{bad_stream, bad_stream_io, Error};
 
 /// Largest pax extended header accepted (paths, links and every xattr of one entry).
@@ -179,7 +179,7 @@ impl<R: Read> TarReader<R> {
         if open.unread.is_empty() && open.left > 0 {
             let room = self
                 .chain
-                .room(open.left.min(READ_CHUNK) as usize)
+                .room(open.left.min(STREAM_READ) as usize)
                 .map_err(io::Error::other)?;
             let got = self.inner.read(room)?;
             if got == 0 {
