@@ -29,23 +29,7 @@ fn move_lazy(tb: &Testbed, from: &str, to: &str) -> serde_json::Value {
 
 /// `ckpt-dump OPTIONS --ack` from `from` to `to`; returns the sender's stats.
 fn move_with(tb: &Testbed, from: &str, to: &str, options: &str) -> serde_json::Value {
-    let (lfrom, lto) = match from {
-        "host1" => ("$L1", "$L2"),
-        _ => ("$L2", "$L1"),
-    };
-    let stats = format!("/var/lib/{PREFIX}/{from}.stats");
-    let script = format!(
-        "rm -f /tmp/{PREFIX}.ack; mkfifo /tmp/{PREFIX}.ack; \
-         $BIN/ckpt-dump {options} -P {lfrom} --ack /tmp/{PREFIX}.ack --stats {stats} {NAME} \
-         | $SSH {to} $BIN/ckpt-restore -P {lto} > /tmp/{PREFIX}.ack"
-    );
-    let run = tb.sh(from, &script).expect_code(0);
-    assert!(
-        run.stderr_str().contains("migrated"),
-        "{}",
-        run.stderr_str()
-    );
-    serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap()
+    tb.move_acked(NAME, from, to, options)
 }
 
 /// The move was post-copy: the memory went after the images, the receiver ran the container

@@ -109,25 +109,7 @@ fn assert_holds_lease(tb: &Testbed, host: &str, pid: &str) {
 
 /// Moves the container with `ckpt-dump --ack` (plus `options`) and returns its checkpoint phase.
 fn migrate(tb: &Testbed, from: &str, to: &str, options: &str) -> u64 {
-    let (lfrom, lto) = if from == "host1" {
-        ("$L1", "$L2")
-    } else {
-        ("$L2", "$L1")
-    };
-    let stats = format!("/var/lib/{PREFIX}/{from}.stats");
-    let script = format!(
-        "rm -f /tmp/{PREFIX}.ack; mkfifo /tmp/{PREFIX}.ack; \
-         $BIN/ckpt-dump -P {lfrom} {options} --ack /tmp/{PREFIX}.ack --stats {stats} {NAME} \
-         | $SSH {to} $BIN/ckpt-restore -P {lto} > /tmp/{PREFIX}.ack"
-    );
-    let run = tb.sh(from, &script).expect_code(0);
-    assert!(
-        run.stderr_str().contains("migrated"),
-        "{}",
-        run.stderr_str()
-    );
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let stats = tb.move_acked(NAME, from, to, options);
     let checkpoint = stats["phases_ms"]["checkpoint"].as_u64().unwrap();
     println!("{from} -> {to} {options}: checkpoint {checkpoint} ms, stats {stats}");
     assert!(

@@ -218,6 +218,31 @@ impl Testbed {
         session
     }
 
+    /// Moves container `name` from `from` to `to` (host1 or host2) with `ckpt-dump OPTIONS --ack`
+    /// over the test bed's ssh, which must succeed; returns ckpt-dump's `--stats`.
+    pub fn move_acked(&self, name: &str, from: &str, to: &str, options: &str) -> serde_json::Value {
+        let (lfrom, lto) = match from {
+            "host1" => ("$L1", "$L2"),
+            _ => ("$L2", "$L1"),
+        };
+        let (prefix, stats) = (
+            &self.prefix,
+            format!("/var/lib/{}/{from}.stats", self.prefix),
+        );
+        let script = format!(
+            "rm -f /tmp/{prefix}.ack; mkfifo /tmp/{prefix}.ack; \
+             $BIN/ckpt-dump {options} -P {lfrom} --ack /tmp/{prefix}.ack --stats {stats} {name} \
+             | $SSH {to} $BIN/ckpt-restore -P {lto} > /tmp/{prefix}.ack"
+        );
+        let run = self.sh(from, &script).expect_code(0);
+        assert!(
+            run.stderr_str().contains("migrated"),
+            "{}",
+            run.stderr_str()
+        );
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap()
+    }
+
     /// The LXC state of `name` as `host` sees it.
     pub fn state(&self, host: &str, name: &str) -> String {
         let lxcpath = self.lxcpath(host);
