@@ -133,10 +133,12 @@ fn faults() -> Vec<Fault> {
         },
         Fault {
             name: "post-copy: kill -9 ckpt-restore while the memory arrives",
+            // Once CRIU's restore is done and its lazy-pages daemon still feeds the container.
             script: bg(
                 lazy("| { head -c 40000000; sleep 6; cat; }"),
-                "for i in $(seq 1200); do [ \"$(lxc-info -P $L2 -n ft -sH 2>/dev/null)\" = RUNNING ] && break; sleep 0.05; done; \
-                 kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'",
+                "wait_restore restoring; until has criu 'criu restore.*e2eflt'; do sleep 0.01; done; \
+                 while has criu 'criu restore.*e2eflt'; do sleep 0.02; done; \
+                 has criu 'criu lazy-pages.*e2eflt' && kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'",
             ),
             expect: "host1",
         },
