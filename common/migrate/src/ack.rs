@@ -72,6 +72,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// In a post-copy migration, what ckpt-restore prints once the container runs (its memory still
+/// arriving), before its result line: the sender holds back the bulk of the memory until then,
+/// so that sending it does not slow the restore down.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestoredLine {
+    /// Milliseconds from the images' seal until the container ran.
+    pub restored: u64,
+}
+
+/// ckpt-restore's side: tells the sender the container runs (post-copy).
+pub fn send_restored(ms: u64) -> anyhow::Result<()> {
+    send(&RestoredLine { restored: ms }).context("telling the sender the container runs")
+}
+
 /// ckpt-restore's side: tells the sender the live copy (`entries` entries) is unpacked.
 pub fn send_copied(entries: u64) -> anyhow::Result<()> {
     send(&CopiedLine { copied: entries }).context("telling the sender the live copy is unpacked")
@@ -135,7 +149,7 @@ pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()>
         return Ok(()); // a slow receiver: freeze all the same
     }
     match read_line(ack)? {
-        AckLine::Copied => Ok(()),
+        AckLine::Copied | AckLine::Restored => Ok(()),
         AckLine::Result(result) => check_result(result, name).map(|_| ()),
     }
 }
@@ -144,7 +158,30 @@ pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()>
 enum AckLine {
     /// The receiver unpacked the live copy.
     Copied,
+    /// The receiver runs the container, its memory still arriving.
+    Restored,
     Result(RestoreResult),
+}
+
+/// How long ckpt-dump holds back the bulk of a post-copy's memory for the receiver's restore
+/// (the receiver's own default `--timeout`); then it sends it anyway.
+const RESTORE_WAIT: Duration = Duration::from_secs(120);
+
+/// ckpt-dump's side, post-copy: waits until the receiver says the container runs. A result line
+/// instead is its failure; silence past [`RESTORE_WAIT`] is not.
+pub fn await_restored(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()> {
+    loop {
+        let arrived = !ack.buffer().is_empty()
+            || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), RESTORE_WAIT);
+        if !arrived {
+            return Ok(());
+        }
+        match read_line(ack)? {
+            AckLine::Copied => {}
+            AckLine::Restored => return Ok(()),
+            AckLine::Result(result) => return check_result(result, name).map(|_| ()),
+        }
+    }
 }
 
 fn read_line(ack: &mut BufReader<File>) -> anyhow::Result<AckLine> {
@@ -158,6 +195,9 @@ fn read_line(ack: &mut BufReader<File>) -> anyhow::Result<AckLine> {
     }
     if let Ok(result) = serde_json::from_str::<RestoreResult>(line.trim()) {
         return Ok(AckLine::Result(result));
+    }
+    if serde_json::from_str::<RestoredLine>(line.trim()).is_ok() {
+        return Ok(AckLine::Restored);
     }
     match serde_json::from_str::<CopiedLine>(line.trim()) {
         Ok(_) => Ok(AckLine::Copied),
@@ -232,6 +272,19 @@ mod tests {
                 .state,
             State::Running
         );
+    }
+
+    #[test]
+    fn a_post_copy_receiver_says_it_runs_before_its_result() {
+        let mut ack = channel(&format!(
+            "{{\"copied\":7}}\n{{\"restored\":250}}\n{RUNNING}\n"
+        ));
+        await_copied(&mut ack, "u1").unwrap();
+        await_restored(&mut ack, "u1").unwrap();
+        assert_eq!(read_result(ack, "u1").unwrap().host, "h2");
+        let failed = r#"{"ok":false,"name":"u1","lxcpath":"/l","host":"h2","state":"STOPPED","error":"no uffd","timings_ms":{"unpack":1,"restore":0,"total":1}}"#;
+        let err = await_restored(&mut channel(&format!("{failed}\n")), "u1").unwrap_err();
+        assert!(err.to_string().contains("no uffd"), "{err}");
     }
 
     #[test]

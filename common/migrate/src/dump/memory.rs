@@ -2,6 +2,8 @@
 //! server (a lazy dump) into the stream in sealed runs, for stop-and-copy (streamed) and for
 //! post-copy alike.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::time::Instant;
 
 use ckpt_runtime::checkpoint::LazyDump;
@@ -12,6 +14,7 @@ use ckpt_stream::format::{MemoryMode, MemoryRange};
 use ckpt_stream::{note, Outgoing};
 
 use super::{DumpConfig, TOOL};
+use crate::ack;
 use crate::stats::{ms, DumpReport};
 
 /// Below this much anonymous memory, CRIU writing it into the images is quicker than the
@@ -55,20 +58,23 @@ const MEMORY_ENTRY_PAGES: u64 = 1024;
 /// only once sealed.
 const SEAL_EVERY: u64 = 32 << 20;
 
-/// Post-copy: seals what was sent (the receiver restores from it), then pulls every lazy page
-/// from CRIU into the stream, sealed in runs, and ends CRIU's dump (the tasks stay held).
+/// Seals what was sent (a post-copy receiver restores from it), then pulls every lazy page from
+/// CRIU into the stream, sealed in runs, and ends CRIU's dump (the tasks stay held). Post-copy,
+/// `restored` is the ack channel: the bulk of the memory waits until the receiver runs the
+/// container, so that it does not compete with the restore for the CPUs and the link.
 pub fn send_memory<W: std::io::Write>(
     stream: &mut Outgoing<W>,
     mut dump: LazyDump,
     images: &std::path::Path,
     report: &mut DumpReport,
     since: Instant,
+    restored: Option<(&mut BufReader<File>, &str)>,
 ) -> anyhow::Result<()> {
     let sealed = stream.seal();
     report.phases_ms.stream = ms(since.elapsed());
     report.phase = "memory".into();
     let t = Instant::now();
-    let pulled = sealed.and_then(|_| pull_memory(stream, &mut dump.pages, images));
+    let pulled = sealed.and_then(|_| pull_memory(stream, &mut dump.pages, images, restored));
     let pulled = match pulled {
         Ok(bytes) => dump.finish().map(|()| bytes),
         Err(err) => {
@@ -87,6 +93,7 @@ fn pull_memory<W: std::io::Write>(
     stream: &mut Outgoing<W>,
     pages: &mut PageSource,
     images: &std::path::Path,
+    mut restored: Option<(&mut BufReader<File>, &str)>,
 ) -> anyhow::Result<u64> {
     // Small ranges first (stacks, libraries' data, bits of heap: what the restore and the first
     // instructions touch), sealed at once; then the big ones, each in address order as a scan
@@ -97,6 +104,10 @@ fn pull_memory<W: std::io::Write>(
     for range in ranges {
         if range.pages >= MEMORY_ENTRY_PAGES {
             seals.seal(stream)?;
+            if let Some((ack, name)) = restored.take() {
+                stream.flush()?;
+                ack::await_restored(ack, name)?;
+            }
         }
         pages.pull(range, MEMORY_ENTRY_PAGES, &mut |piece, data| {
             let size = piece.pages * PAGE_SIZE;

@@ -246,7 +246,14 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
     };
     let streamed = send_after_freeze(&mut stream, &parts, copy.as_ref(), report, rootfs_sent)
         .and_then(|()| match lazy {
-            Some(dump) => send_memory(&mut stream, dump, work.path(), report, t),
+            Some(dump) => {
+                let post_copy = memory == MemoryMode::PostCopy;
+                let restored = ack
+                    .as_mut()
+                    .filter(|_| post_copy)
+                    .map(|a| (a, &*container.name));
+                send_memory(&mut stream, dump, work.path(), report, t, restored)
+            }
             None => Ok(()),
         })
         .and_then(|()| {

@@ -202,7 +202,7 @@ fn restore(
     // Memory after the images goes to a store the restored tasks are fed from; a post-copy
     // stream is restored from its images' seal on, its memory following.
     let memory = manifest.memory;
-    let store = Arc::new(PageStore::keeping());
+    let store = Arc::new(PageStore::new());
     let trailer = match memory {
         MemoryMode::Images => unpack_into(&mut reader, staging.path(), &mut on_copied)?,
         _ => unpack_memory(
@@ -252,6 +252,15 @@ fn restore(
         }
     };
     result.timings_ms.restore = ms(verified.elapsed());
+    if memory == MemoryMode::PostCopy {
+        // The sender holds the bulk of the memory back until now.
+        if let Err(err) = ack::send_restored(result.timings_ms.restore) {
+            stop(&container);
+            drop(installed);
+            guard.done()?;
+            return Err(err);
+        }
+    }
     // Post-copy: the container runs; it is ours only once all its memory is in place.
     let trailer = match arriving.map(lazy::Arriving::complete) {
         None => trailer,

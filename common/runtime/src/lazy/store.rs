@@ -1,5 +1,7 @@
 //! The destination's pages in transit: filled from the stream as they arrive, usable once a seal
-//! vouched for them, handed to CRIU's lazy-pages daemon when it asks, and let go once handed over.
+//! vouched for them, handed to CRIU's lazy-pages daemon as often as it asks, and held until the
+//! store is dropped (the daemon asks again for a page a process forked off before it arrived,
+//! and a failed restore attempt may be tried again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,8 +18,6 @@ pub struct PageStore {
 
 #[derive(Default)]
 struct State {
-    /// Keep pages once handed over (a restore may be tried again).
-    keep: bool,
     /// Runs of pages by pid, then start address.
     runs: HashMap<u32, BTreeMap<u64, Run>>,
     /// Runs added since the last seal: not usable yet.
@@ -26,17 +26,13 @@ struct State {
     complete: bool,
     /// Why no more pages will come.
     failed: Option<String>,
-    /// Bytes held now.
+    /// Bytes held.
     held: u64,
 }
 
 struct Run {
-    /// Bytes of the run, also once its data is let go.
-    size: u64,
     data: Arc<Vec<u8>>,
     sealed: bool,
-    /// Pages not handed over yet; the data is let go at zero.
-    left: u64,
 }
 
 /// Pages handed over: `len` bytes of `data` from `at`.
@@ -57,21 +53,11 @@ impl PageStore {
         PageStore::default()
     }
 
-    /// A store that keeps every page until it is dropped, so that a second restore attempt can
-    /// be fed too (for memory that all arrived before the restore).
-    pub fn keeping() -> PageStore {
-        let store = PageStore::default();
-        store.lock().keep = true;
-        store
-    }
-
     /// A run of whole pages arrived (not usable before [`PageStore::seal`]).
     pub fn add(&self, pid: u32, vaddr: u64, data: Vec<u8>) {
         let mut state = self.lock();
         state.held += data.len() as u64;
         let run = Run {
-            size: data.len() as u64,
-            left: data.len() as u64 / PAGE_SIZE,
             data: Arc::new(data),
             sealed: false,
         };
@@ -104,12 +90,21 @@ impl PageStore {
         self.changed.notify_all();
     }
 
-    /// Waits for up to `pages` pages of `pid` at `vaddr` (fewer where a run ends), sealed, and
-    /// hands them over: each page is handed over once, and let go then.
+    /// Whether [`PageStore::fail`] was called.
+    pub fn failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    /// Waits for up to `pages` pages of `pid` at `vaddr` (fewer where a run ends), sealed.
     pub fn take(&self, pid: u32, vaddr: u64, pages: u64) -> anyhow::Result<Pages> {
         let mut state = self.lock();
         loop {
-            if let Some(pages) = state.take_sealed(pid, vaddr, pages)? {
+            if let Some(pages) = state.sealed(pid, vaddr, pages) {
                 return Ok(pages);
             }
             if let Some(why) = &state.failed {
@@ -124,17 +119,7 @@ impl PageStore {
         }
     }
 
-    /// Whether [`PageStore::fail`] was called.
-    pub fn failed(&self) -> bool {
-        self.lock().failed.is_some()
-    }
-
-    /// Why it failed, if it did.
-    pub fn failure(&self) -> Option<String> {
-        self.lock().failed.clone()
-    }
-
-    /// Bytes of page data held now (arrived, not yet handed over).
+    /// Bytes of page data held.
     pub fn held(&self) -> u64 {
         self.lock().held
     }
@@ -145,33 +130,18 @@ impl PageStore {
 }
 
 impl State {
-    fn take_sealed(&mut self, pid: u32, vaddr: u64, pages: u64) -> anyhow::Result<Option<Pages>> {
-        let Some(runs) = self.runs.get_mut(&pid) else {
-            return Ok(None);
-        };
-        let Some((&start, run)) = runs.range_mut(..=vaddr).next_back() else {
-            return Ok(None);
-        };
+    fn sealed(&self, pid: u32, vaddr: u64, pages: u64) -> Option<Pages> {
+        let (&start, run) = self.runs.get(&pid)?.range(..=vaddr).next_back()?;
         let at = vaddr - start;
-        if at >= run.size || !run.sealed {
-            return Ok(None);
+        let size = run.data.len() as u64;
+        if at >= size || !run.sealed {
+            return None;
         }
-        if run.left == 0 && !self.keep {
-            anyhow::bail!("CRIU asked twice for pages of pid {pid} at {vaddr:#x}");
-        }
-        let len = (run.size - at).min(pages * PAGE_SIZE);
-        let handed = Pages {
+        Some(Pages {
             data: Arc::clone(&run.data),
             at: at as usize,
-            len: len as usize,
-        };
-        run.left = run.left.saturating_sub(len / PAGE_SIZE);
-        if run.left == 0 && !self.keep {
-            // The Arc handed out keeps the bytes until they are sent.
-            run.data = Arc::new(Vec::new());
-            self.held -= run.size;
-        }
-        Ok(Some(handed))
+            len: (size - at).min(pages * PAGE_SIZE) as usize,
+        })
     }
 }
 
@@ -184,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn pages_are_handed_over_once_sealed_and_let_go_after() {
+    fn pages_are_handed_over_once_sealed_and_as_often_as_asked() {
         let store = Arc::new(PageStore::new());
         store.add(7, 0x10000, pages(4, 1));
         let waiter = {
@@ -195,13 +165,10 @@ mod tests {
         assert!(!waiter.is_finished(), "handed over before the seal");
         store.seal();
         assert_eq!(waiter.join().unwrap().unwrap(), (3 * PAGE_SIZE as usize, 1));
-        assert_eq!(store.held(), 4 * PAGE_SIZE);
         assert_eq!(store.take(7, 0x10000, 1).unwrap().len, PAGE_SIZE as usize);
-        assert_eq!(store.held(), 0);
-        assert!(
-            store.take(7, 0x10000, 1).is_err(),
-            "a page handed over twice"
-        );
+        // A forked process asks for its parent's pages again.
+        assert_eq!(store.take(7, 0x11000, 1).unwrap().bytes()[0], 1);
+        assert_eq!(store.held(), 4 * PAGE_SIZE);
     }
 
     #[test]
