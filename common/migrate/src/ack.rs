@@ -164,8 +164,10 @@ enum AckLine {
 }
 
 /// How long ckpt-dump holds back the bulk of a post-copy's memory for the receiver's restore
-/// (the receiver's own default `--timeout`); then it sends it anyway.
-const RESTORE_WAIT: Duration = Duration::from_secs(120);
+/// (which takes 0.2-1 s here); then it sends it anyway (a stage that holds back the end of what
+/// it got, such as `head -c` with its stdio buffer, would otherwise keep the seal from the
+/// receiver until more comes).
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
 
 /// ckpt-dump's side, post-copy: waits until the receiver says the container runs. A result line
 /// instead is its failure; silence past [`RESTORE_WAIT`] is not.
