@@ -63,3 +63,21 @@ fn fifo_writer_again(t: &Dir) -> Child {
     std::fs::remove_file(t.join("ack")).unwrap();
     fifo_writer(t)
 }
+
+#[test]
+fn lazy_needs_ack_and_takes_no_snapshot() {
+    let t = Dir::new("dump-lazy-usage");
+    let run = t.cmd("ckpt-dump").args(["--lazy", "u1"]).fails(2);
+    assert!(run.stderr_str().contains("--ack"), "{}", run.stderr_str());
+    let writer = fifo_writer(&t);
+    let run = t
+        .cmd("ckpt-dump")
+        .args(["--lazy", "--ack", "ack", "--leave-running", "u1"])
+        .fails(2);
+    assert!(
+        run.stderr_str().contains("--leave-running"),
+        "{}",
+        run.stderr_str()
+    );
+    assert_released(writer);
+}
