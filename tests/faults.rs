@@ -136,8 +136,8 @@ fn faults() -> Vec<Fault> {
             // Once CRIU's restore is done and its lazy-pages daemon still feeds the container.
             script: bg(
                 lazy("| { head -c 40000000; sleep 6; cat; }"),
-                "wait_restore restoring; until has criu 'criu restore.*e2eflt'; do sleep 0.01; done; \
-                 while has criu 'criu restore.*e2eflt'; do sleep 0.02; done; \
+                "wait_restore restoring; for i in $(seq 1000); do has criu 'criu restore.*e2eflt' && break; sleep 0.01; done; \
+                 for i in $(seq 1500); do has criu 'criu restore.*e2eflt' || break; sleep 0.02; done; \
                  has criu 'criu lazy-pages.*e2eflt' && kill9 ckpt-restore 'ckpt-restore -q -P /var/lib/e2eflt'",
             ),
             expect: "host1",

@@ -135,8 +135,14 @@ pub fn log(message: &str) {
 /// Waits until no process has `path` on its command line (a CRIU or lxc-checkpoint the dead tool
 /// started on that image dir), for at most a minute.
 pub fn settle(path: &Path) {
+    settle_with(path, || {});
+}
+
+/// [`settle`], running `meanwhile` before each look (e.g. to end what cannot end by itself).
+pub fn settle_with(path: &Path, meanwhile: impl Fn()) {
     let needle = path.as_os_str().as_encoded_bytes();
     for _ in 0..1200 {
+        meanwhile();
         let busy = processes().any(|p| !p.is_self() && p.cmdline_contains(needle));
         if !busy {
             return;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ckpt_runtime::lxc::Container;
 
-use crate::guard::{log, settle};
+use crate::guard::{log, settle, settle_with};
 
 /// Guard phase: the stream is being unpacked into the staging dir.
 pub const UNPACKING: &str = "unpacking";
@@ -17,13 +17,13 @@ pub const RESTORING: &str = "restoring";
 pub fn recovery(container: Container, staging: PathBuf) -> impl FnOnce(&str) {
     move |phase| {
         if phase == RESTORING {
-            // A restore fed by our page server (lazy memory) cannot finish without it: end it
-            // now rather than wait.
+            // A restore fed by our page server (lazy memory) cannot finish without it: end it,
+            // and whatever CRIU process lxc-checkpoint starts on it after that, rather than wait.
             let images = staging.join("images");
-            if images.join(ckpt_runtime::lazy::DAEMON_LOG).exists() {
-                ckpt_runtime::checkpoint::kill_criu(&images);
+            match images.join(ckpt_runtime::lazy::DAEMON_LOG).exists() {
+                true => settle_with(&staging, || ckpt_runtime::checkpoint::kill_criu(&images)),
+                false => settle(&staging),
             }
-            settle(&staging);
             stop(&container);
             let _ = std::fs::remove_dir_all(container.dir());
             log(&format!(
