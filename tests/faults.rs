@@ -200,6 +200,7 @@ fn settled(tb: &Testbed, expect: &str) -> Result<String, String> {
             .flat_map(|h| tb.strays(h, &[NAME]))
             .filter(|s| s.starts_with('.'))
             .chain(work_dirs)
+            .chain(criu_left())
             .collect();
         let ok =
             here == "RUNNING" && (there == "ABSENT" || there == "STOPPED") && strays.is_empty();
@@ -213,6 +214,19 @@ fn settled(tb: &Testbed, expect: &str) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// CRIU processes still working on this test bed's paths (an orphaned restore, a daemon).
+fn criu_left() -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-x", "criu"])
+        .output()
+        .expect("running pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("e2eflt") || l.contains(".ckpt-ft-"))
+        .map(|l| format!("criu {}", l.split_whitespace().next().unwrap_or("?")))
+        .collect()
 }
 
 /// Moves the container back to host1 when a fault left it on host2.
