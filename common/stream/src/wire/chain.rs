@@ -412,11 +412,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_digest_so_far_is_the_chain_of_the_entries_before_it() {
-        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 251) as u8).collect();
-        let header = [b'h'; 512];
-        let entries: Vec<(&[u8], &[u8])> = vec![(&header, &big), (&header, b"x"), (&header, &big)];
+    /// Feeds `entries` to a chain (on a thread, then here), checking the digest so far after
+    /// every `every`-th entry and the final one.
+    fn digests_so_far_match(entries: &[(&[u8], &[u8])], every: usize) {
         for here in [false, true] {
             let mut chain = Chain::new();
             if here {
@@ -426,10 +424,19 @@ mod tests {
                 chain.header(header).unwrap();
                 chain.data(data).unwrap();
                 chain.end_entry();
-                assert_eq!(chain.digest_so_far().unwrap(), expected(&entries[..=i]));
+                if i % every == 0 {
+                    assert_eq!(chain.digest_so_far().unwrap(), expected(&entries[..=i]));
+                }
             }
-            assert_eq!(chain.finish().unwrap(), expected(&entries));
+            assert_eq!(chain.finish().unwrap(), expected(entries));
         }
+    }
+
+    #[test]
+    fn a_digest_so_far_is_the_chain_of_the_entries_before_it() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 251) as u8).collect();
+        let header = [b'h'; 512];
+        digests_so_far_match(&[(&header, &big), (&header, b"x"), (&header, &big)], 1);
     }
 
     /// Digests taken while chain input waits for a whole 64 KiB piece, and the chain going on
@@ -439,21 +446,7 @@ mod tests {
         let header = [b'h'; 1536];
         let data: Vec<u8> = (0..400u32).map(|i| i as u8).collect();
         let entries: Vec<(&[u8], &[u8])> = (0..400).map(|i| (&header[..], &data[..i])).collect();
-        for here in [false, true] {
-            let mut chain = Chain::new();
-            if here {
-                chain.hash_here();
-            }
-            for (i, (header, data)) in entries.iter().enumerate() {
-                chain.header(header).unwrap();
-                chain.data(data).unwrap();
-                chain.end_entry();
-                if i % 97 == 0 {
-                    assert_eq!(chain.digest_so_far().unwrap(), expected(&entries[..=i]));
-                }
-            }
-            assert_eq!(chain.finish().unwrap(), expected(&entries));
-        }
+        digests_so_far_match(&entries, 97);
     }
 
     #[test]
