@@ -48,9 +48,8 @@ impl Batch {
 
 enum Job {
     Hash(Batch),
-    /// The chain's digest so far; hashing goes on.
+    /// The chain's digest so far (at the end: the chain's hash); hashing may go on.
     Digest,
-    Finish,
 }
 
 enum Done {
@@ -195,15 +194,8 @@ impl Chain {
             hasher.hash(&self.batch);
             return Ok(hasher.chain_digest());
         }
-        self.hand_over()?;
-        let (jobs, done) = self.thread.as_ref().ok_or_else(ended)?;
-        jobs.send(Job::Finish).map_err(|_| ended())?;
-        loop {
-            match done.recv().map_err(|_| ended())? {
-                Done::Batch(_) => {}
-                Done::Chain(hash) => return Ok(hash),
-            }
-        }
+        // The thread ends when its channel is dropped with the chain.
+        self.digest_so_far()
     }
 
     fn copy(&mut self, bytes: &[u8], item: fn(Range<usize>) -> Item) -> anyhow::Result<()> {
@@ -323,7 +315,7 @@ fn spawn(mut hasher: Hasher) -> anyhow::Result<(SyncSender<Job>, Receiver<Done>)
                         hasher.hash(&batch);
                         Done::Batch(batch)
                     }
-                    Job::Digest | Job::Finish => Done::Chain(hasher.chain_digest()),
+                    Job::Digest => Done::Chain(hasher.chain_digest()),
                 };
                 if back.send(reply).is_err() {
                     break;
