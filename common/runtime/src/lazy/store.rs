@@ -26,8 +26,6 @@ struct State {
     complete: bool,
     /// Why no more pages will come.
     failed: Option<String>,
-    /// Bytes held.
-    held: u64,
 }
 
 struct Run {
@@ -56,7 +54,6 @@ impl PageStore {
     /// A run of whole pages arrived (not usable before [`PageStore::seal`]).
     pub fn add(&self, pid: u32, vaddr: u64, data: Vec<u8>) {
         let mut state = self.lock();
-        state.held += data.len() as u64;
         let run = Run {
             data: Arc::new(data),
             sealed: false,
@@ -119,11 +116,6 @@ impl PageStore {
         }
     }
 
-    /// Bytes of page data held.
-    pub fn held(&self) -> u64 {
-        self.lock().held
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -168,7 +160,6 @@ mod tests {
         assert_eq!(store.take(7, 0x10000, 1).unwrap().len, PAGE_SIZE as usize);
         // A forked process asks for its parent's pages again.
         assert_eq!(store.take(7, 0x11000, 1).unwrap().bytes()[0], 1);
-        assert_eq!(store.held(), 4 * PAGE_SIZE);
     }
 
     #[test]
