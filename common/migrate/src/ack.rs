@@ -143,8 +143,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits for ckpt-restore's line saying it has unpacked the live copy, so that the freeze does not
 /// also wait for the receiver's backlog. A result line instead is its failure (e.g. a name clash).
 pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()> {
-    let arrived = !ack.buffer().is_empty()
-        || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), CATCH_UP_TIMEOUT);
+    let arrived = arrives_within(ack, CATCH_UP_TIMEOUT);
     if !arrived {
         return Ok(()); // a slow receiver: freeze all the same
     }
@@ -152,6 +151,11 @@ pub fn await_copied(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()>
         AckLine::Copied | AckLine::Restored => Ok(()),
         AckLine::Result(result) => check_result(result, name).map(|_| ()),
     }
+}
+
+/// Whether something to read is on the ack channel, or comes within `wait`.
+fn arrives_within(ack: &BufReader<File>, wait: Duration) -> bool {
+    !ack.buffer().is_empty() || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), wait)
 }
 
 /// A line on the --ack channel.
@@ -173,8 +177,7 @@ const RESTORE_WAIT: Duration = Duration::from_secs(3);
 /// instead is its failure; silence past [`RESTORE_WAIT`] is not.
 pub fn await_restored(ack: &mut BufReader<File>, name: &str) -> anyhow::Result<()> {
     loop {
-        let arrived = !ack.buffer().is_empty()
-            || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), RESTORE_WAIT);
+        let arrived = arrives_within(ack, RESTORE_WAIT);
         if !arrived {
             return Ok(());
         }
@@ -228,8 +231,7 @@ pub fn read_result_within(
     wait: Option<Duration>,
 ) -> Option<anyhow::Result<RestoreResult>> {
     if let Some(wait) = wait {
-        let arrived =
-            !ack.buffer().is_empty() || ckpt_stream::io::wait_readable(ack.get_ref().as_fd(), wait);
+        let arrived = arrives_within(&ack, wait);
         if !arrived {
             return None;
         }
