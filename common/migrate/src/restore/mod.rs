@@ -231,34 +231,24 @@ fn restore(
     let restored = match memory {
         MemoryMode::Images => checkpoint::restore(&container, &images, options, timeout, hook)
             .map(|mode| (mode, None)),
-        MemoryMode::Streamed => {
-            let memory = lazy::Memory::Arrived(store, trailer.clone());
-            lazy::restore(&container, &images, memory, options, timeout, hook)
-                .map(|(mode, arriving)| (mode, Some(arriving)))
-        }
-        MemoryMode::PostCopy => {
-            let memory = lazy::Memory::Following(Box::new(reader));
+        MemoryMode::Streamed | MemoryMode::PostCopy => {
+            let memory = match memory {
+                MemoryMode::Streamed => lazy::Memory::Arrived(store, trailer.clone()),
+                _ => lazy::Memory::Following(Box::new(reader)),
+            };
             lazy::restore(&container, &images, memory, options, timeout, hook)
                 .map(|(mode, arriving)| (mode, Some(arriving)))
         }
     };
     let (mount_mode, arriving) = match restored {
         Ok(restored) => restored,
-        Err(err) => {
-            stop(&container);
-            drop(installed);
-            guard.done()?;
-            return Err(err);
-        }
+        Err(err) => return abandon(&container, installed, guard, err),
     };
     result.timings_ms.restore = ms(verified.elapsed());
     if memory == MemoryMode::PostCopy {
         // The sender holds the bulk of the memory back until now.
         if let Err(err) = ack::send_restored(result.timings_ms.restore) {
-            stop(&container);
-            drop(installed);
-            guard.done()?;
-            return Err(err);
+            return abandon(&container, installed, guard, err);
         }
     }
     // Post-copy: the container runs; it is ours only once all its memory is in place.
@@ -271,13 +261,11 @@ fn restore(
         }
         Some(Err(err)) => {
             progress.finish();
-            stop(&container);
-            drop(installed);
-            guard.done()?;
-            return Err(err.context(format!(
+            let err = err.context(format!(
                 "{} ran here before all its memory arrived and was ended again",
                 container.name
-            )));
+            ));
+            return abandon(&container, installed, guard, err);
         }
     };
     result.state = State::Running;
@@ -303,6 +291,20 @@ fn restore(
             guard,
         }),
     })
+}
+
+/// Ends a container restored here that is not to stay, removes what was installed for it, and
+/// fails with `err`.
+fn abandon(
+    container: &Container,
+    installed: Installed,
+    guard: Guard,
+    err: anyhow::Error,
+) -> anyhow::Result<Restored> {
+    stop(container);
+    drop(installed);
+    guard.done()?;
+    Err(err)
 }
 
 /// A container of that name here would be overwritten or confused with the incoming one.
