@@ -188,8 +188,9 @@ fn migrate(cfg: &DumpConfig, report: &mut DumpReport, ack_opened: &mut bool) -> 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     guard.phase(phase::DUMPING)?;
-    let mark = tempfile::tempdir()?;
-    let mark = mark.path().join("post-dump");
+    // Where CRIU's post-dump action says a lazy dump's images are written.
+    let mark_dir = tempfile::tempdir()?;
+    let mark = mark_dir.path().join("post-dump");
     let dumped = dump_held(&container, &freezer, work.path(), report, || {
         match (!memory.in_images(), hold_script.as_deref()) {
             (true, Some(script)) => {
